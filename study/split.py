@@ -1,0 +1,218 @@
+"""Train/test split written as file lists, and the image database for comparison.
+
+The dataset folder is only read: the split is a pair of lists plus a manifest,
+and the test images are copied (never moved) into the test folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from study.images import UnreadableImage, decode_rgb, list_image_files
+from study.provenance import sha256_lines, write_json_atomic, write_text_atomic
+
+log = logging.getLogger(__name__)
+
+
+class SplitError(ValueError):
+    """Invalid split request or a conflicting earlier split."""
+
+
+def _decodes(path: Path) -> bool:
+    try:
+        decode_rgb(path)
+        return True
+    except UnreadableImage:
+        return False
+
+
+def find_readable_images(folder: Path, workers: int = 4, progress: bool = True):
+    """Return ``(readable, skipped)`` file paths; skipped files do not decode as images."""
+    candidates, others = list_image_files(folder)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        flags = list(tqdm(pool.map(_decodes, candidates), total=len(candidates),
+                          desc="checking images", unit="img", disable=not progress))
+    readable = [path for path, ok in zip(candidates, flags) if ok]
+    skipped = others + [path for path, ok in zip(candidates, flags) if not ok]
+    return readable, sorted(skipped)
+
+
+@dataclass
+class SplitResult:
+    train: list[str]
+    test: list[str]
+    skipped: list[str]
+    manifest: dict
+    reused: bool
+
+
+def choose_test_set(names: list[str], n_test: int, seed: int) -> tuple[list[str], list[str]]:
+    """Pick ``n_test`` of ``names`` at random with ``seed``; return sorted (train, test)."""
+    if n_test < 1:
+        raise SplitError(f"--n_test must be at least 1, got {n_test}")
+    if n_test >= len(names):
+        raise SplitError(
+            f"--n_test {n_test} must be smaller than the number of readable images "
+            f"({len(names)}); lower --n_test or add images")
+    order = np.random.default_rng(seed).permutation(len(names))
+    ordered = sorted(names)
+    test = sorted(ordered[i] for i in order[:n_test])
+    chosen = set(test)
+    train = [name for name in ordered if name not in chosen]
+    return train, test
+
+
+def split_dataset(data_dir: str | Path, split_dir: str | Path, test_dir: str | Path,
+                  n_test: int, seed: int, overwrite: bool = False,
+                  progress: bool = True) -> SplitResult:
+    """Write ``train.txt``, ``test.txt`` and ``manifest.json`` and copy the test images.
+
+    Rerunning with the same data, seed and size reuses the existing split
+    (and copies any test image that is missing); different settings raise
+    SplitError unless ``overwrite`` is set.
+    """
+    data_dir, split_dir, test_dir = Path(data_dir), Path(split_dir), Path(test_dir)
+    manifest_path = split_dir / "manifest.json"
+    if manifest_path.exists() and not overwrite:
+        old = json.loads(manifest_path.read_text())
+        wanted = {"data_dir": str(data_dir.resolve()), "seed": seed, "n_test": n_test}
+        differing = {k: (old.get(k), v) for k, v in wanted.items() if old.get(k) != v}
+        if differing:
+            details = "; ".join(f"{k}: existing {a!r}, requested {b!r}" for k, (a, b) in differing.items())
+            raise SplitError(f"a different split already exists in {split_dir} ({details}). "
+                             "Pass --overwrite to replace it, or choose another --root.")
+        train = (split_dir / "train.txt").read_text().split()
+        test = (split_dir / "test.txt").read_text().split()
+        _copy_test_images(data_dir, test_dir, test)
+        log.info("split already exists in %s (%d train, %d test); reusing it",
+                 split_dir, len(train), len(test))
+        return SplitResult(train, test, old.get("skipped", []), old, reused=True)
+
+    readable, skipped = find_readable_images(data_dir, progress=progress)
+    if not readable:
+        raise SplitError(f"no readable images in {data_dir}; check the --data folder")
+    if skipped:
+        log.warning("%d file(s) in %s are not readable images and are left out: %s",
+                    len(skipped), data_dir, ", ".join(p.name for p in skipped))
+    train, test = choose_test_set([p.name for p in readable], n_test, seed)
+
+    manifest = {
+        "data_dir": str(data_dir.resolve()),
+        "seed": seed,
+        "n_test": n_test,
+        "n_train": len(train),
+        "n_readable": len(readable),
+        "skipped": [p.name for p in skipped],
+        "train_sha256": sha256_lines(train),
+        "test_sha256": sha256_lines(test),
+    }
+    if overwrite and test_dir.exists():
+        shutil.rmtree(test_dir)
+    write_text_atomic(split_dir / "train.txt", "\n".join(train) + "\n")
+    write_text_atomic(split_dir / "test.txt", "\n".join(test) + "\n")
+    _copy_test_images(data_dir, test_dir, test)
+    write_json_atomic(manifest_path, manifest)
+    log.info("split %d readable images: %d train, %d test (seed %d) -> %s",
+             len(readable), len(train), len(test), seed, split_dir)
+    return SplitResult(train, test, manifest["skipped"], manifest, reused=False)
+
+
+def _copy_test_images(data_dir: Path, test_dir: Path, names: list[str]) -> None:
+    test_dir.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        target = test_dir / name
+        if target.exists():
+            continue
+        tmp = test_dir / f".{name}.tmp"
+        shutil.copyfile(data_dir / name, tmp)
+        tmp.replace(target)
+
+
+def read_split_list(split_dir: str | Path, which: str) -> list[str]:
+    """Return the file names of the ``train`` or ``test`` list of a split."""
+    path = Path(split_dir) / f"{which}.txt"
+    if not path.exists():
+        raise FileNotFoundError(f"split list not found: {path}. Run split_train_test.py first.")
+    return path.read_text().split()
+
+
+def final_iteration_file(folder: Path, prefix: str = "gen") -> Path | None:
+    """Return ``<prefix>_<i>.jpg`` with the largest ``i`` in ``folder``, or None.
+
+    ``prefix`` is ``gen`` for blended completions and ``gz`` for G(z) itself.
+    """
+    pattern = re.compile(rf"^{re.escape(prefix)}_(\d+)\.jpg$")
+    best, best_iter = None, -1
+    if not folder.is_dir():
+        return None
+    for entry in folder.iterdir():
+        match = pattern.match(entry.name)
+        if match and int(match.group(1)) > best_iter:
+            best, best_iter = entry, int(match.group(1))
+    return best
+
+
+def build_image_database(completions_root: str | Path, db_dir: str | Path,
+                         dataset: str = "test", overwrite: bool = False) -> dict:
+    """Build ``imagesdb/<idx>/original.jpg``, ``masked.jpg`` and ``gen/<model>.jpg``.
+
+    ``completions_root`` is a ``completions_<clipping>_<mask>`` folder; every
+    model folder under it with a ``<dataset>`` subfolder contributes. The
+    generated image is the final blended completion of each image (the
+    largest saved iteration). Existing files that differ are kept unless
+    ``overwrite``; returns counts per model.
+    """
+    completions_root, db_dir = Path(completions_root), Path(db_dir)
+    models = sorted(p.name for p in completions_root.iterdir()
+                    if (p / dataset).is_dir()) if completions_root.is_dir() else []
+    if not models:
+        raise FileNotFoundError(
+            f"no completions found under {completions_root}/<model>/{dataset}. "
+            "Run complete.py for at least one model first.")
+    counts: dict = {"kept_existing": 0}
+    for model in models:
+        counts[model] = 0
+        for image_dir in sorted((completions_root / model / dataset).iterdir(),
+                                key=lambda p: (len(p.name), p.name)):
+            if not image_dir.is_dir() or not image_dir.name.isdigit():
+                continue
+            final = final_iteration_file(image_dir / "gen_images")
+            if final is None:
+                log.warning("%s has no blended completion yet; skipped", image_dir)
+                continue
+            target = db_dir / image_dir.name
+            for source, dest in ((image_dir / "original.jpg", target / "original.jpg"),
+                                 (image_dir / "masked.jpg", target / "masked.jpg"),
+                                 (final, target / "gen" / f"{model}.jpg")):
+                counts["kept_existing"] += _copy_unless_conflict(source, dest, overwrite)
+            counts[model] += 1
+    if counts["kept_existing"]:
+        log.warning("kept %d existing database file(s) that differ from the completions; "
+                    "pass --overwrite to replace them", counts["kept_existing"])
+    write_json_atomic(db_dir / "database.json",
+                      {"completions": str(completions_root.resolve()), "dataset": dataset,
+                       "models": models, "counts": counts})
+    return counts
+
+
+def _copy_unless_conflict(source: Path, dest: Path, overwrite: bool) -> int:
+    """Copy ``source`` to ``dest``; return 1 when a differing file was kept instead."""
+    if dest.exists():
+        if dest.read_bytes() == source.read_bytes():
+            return 0
+        if not overwrite:
+            return 1
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    shutil.copyfile(source, tmp)
+    tmp.replace(dest)
+    return 0

@@ -1,0 +1,209 @@
+"""Preprocessing, the train/test split, the TFRecord conversion and their bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO, synthetic_rgb
+from study.images import Preprocessing, UnreadableImage, crop_and_resize, decode_rgb, load_face
+from study.split import SplitError, build_image_database, choose_test_set, split_dataset
+
+
+def run_script(*args, cwd=REPO):
+    return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+# ----- preprocessing -------------------------------------------------------------
+
+
+def test_crop_takes_central_fraction_of_short_edge():
+    # A 100x200 image whose columns encode their x coordinate.
+    rgb = np.zeros((100, 200, 3), np.uint8)
+    rgb[:, :, 0] = np.arange(200)[None, :] % 256
+    rgb[:, :, 1] = np.arange(100)[:, None]
+    out = crop_and_resize(rgb, Preprocessing(size=50, crop_fraction=0.5))
+    # Square side 100, central half = 50 px: rows 25..74, columns 75..124, no resampling needed.
+    assert out.shape == (50, 50, 3)
+    assert out[0, 0, 0] == 75 and out[0, -1, 0] == 124
+    assert out[0, 0, 1] == 25 and out[-1, 0, 1] == 74
+
+
+def test_default_crop_is_64_of_82():
+    assert Preprocessing().crop_fraction == pytest.approx(64 / 82)
+    assert Preprocessing().size == 64
+
+
+def test_decode_converts_gray_rgba_palette(tmp_path):
+    gray = tmp_path / "gray.jpg"
+    Image.fromarray(np.full((70, 70), 100, np.uint8), mode="L").save(gray)
+    rgba = tmp_path / "rgba.png"
+    pixels = np.zeros((70, 70, 4), np.uint8)
+    pixels[..., 0] = 200
+    pixels[..., 3] = 255
+    pixels[:10, :, 3] = 0  # transparent band composites to black
+    Image.fromarray(pixels, mode="RGBA").save(rgba)
+    palette = tmp_path / "palette.png"
+    Image.fromarray(synthetic_rgb(1, 70, 70)).convert("P").save(palette)
+
+    for path in (gray, rgba, palette):
+        assert decode_rgb(path).shape == (70, 70, 3)
+    assert abs(int(decode_rgb(gray)[5, 5, 0]) - 100) <= 2
+    assert tuple(decode_rgb(rgba)[40, 40]) == (200, 0, 0)
+    assert tuple(decode_rgb(rgba)[2, 2]) == (0, 0, 0)
+
+
+def test_truncated_jpeg_is_unreadable(tmp_path):
+    good = tmp_path / "good.jpg"
+    Image.fromarray(synthetic_rgb(3)).save(good)
+    data = good.read_bytes()
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(UnreadableImage, match="bad.jpg"):
+        decode_rgb(bad)
+
+
+def test_small_image_is_upsampled(tmp_path):
+    path = tmp_path / "small.png"
+    Image.fromarray(synthetic_rgb(4, 40, 30)).save(path)
+    assert load_face(path).shape == (64, 64, 3)
+
+
+# ----- split ----------------------------------------------------------------------
+
+
+def test_split_is_reproducible_and_disjoint():
+    names = [f"{i:06d}.jpg" for i in range(50)]
+    train_a, test_a = choose_test_set(names, 10, seed=7)
+    train_b, test_b = choose_test_set(names, 10, seed=7)
+    _, test_c = choose_test_set(names, 10, seed=8)
+    assert test_a == test_b and train_a == train_b
+    assert test_a != test_c
+    assert len(test_a) == 10 and len(train_a) == 40
+    assert set(train_a).isdisjoint(test_a)
+    assert sorted(train_a + test_a) == names
+
+
+def test_split_rejects_too_large_test_set():
+    with pytest.raises(SplitError, match="smaller than the number of readable images"):
+        choose_test_set(["a.jpg", "b.jpg"], 2, seed=0)
+
+
+def test_split_leaves_dataset_untouched(image_folder, tmp_path):
+    (image_folder / "notes.txt").write_text("not an image")
+    before = sorted((p.name, p.stat().st_size) for p in image_folder.iterdir())
+    result = split_dataset(image_folder, tmp_path / "split", tmp_path / "split" / "test", 3, seed=1,
+                           progress=False)
+    after = sorted((p.name, p.stat().st_size) for p in image_folder.iterdir())
+    assert before == after
+    assert result.skipped == ["notes.txt"]
+    manifest = json.loads((tmp_path / "split" / "manifest.json").read_text())
+    assert manifest["n_test"] == 3 and manifest["n_train"] == 9 and manifest["seed"] == 1
+    assert sorted(p.name for p in (tmp_path / "split" / "test").iterdir()) == result.test
+
+
+def test_split_rerun_reuses_and_conflict_fails(image_folder, tmp_path):
+    first = split_dataset(image_folder, tmp_path / "s", tmp_path / "s" / "test", 3, seed=1, progress=False)
+    again = split_dataset(image_folder, tmp_path / "s", tmp_path / "s" / "test", 3, seed=1, progress=False)
+    assert again.reused and again.test == first.test
+    with pytest.raises(SplitError, match="seed: existing 1, requested 2"):
+        split_dataset(image_folder, tmp_path / "s", tmp_path / "s" / "test", 3, seed=2, progress=False)
+    assert (tmp_path / "s" / "test.txt").read_text().split() == first.test
+
+
+def test_split_cli_empty_folder_is_clear_error(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run_script(REPO / "split_train_test.py", "--data", empty, "--root", tmp_path / "exp",
+                        "--n_test", "1", "--no-progress")
+    assert result.returncode == 2
+    assert "no readable images" in result.stderr and str(empty) in result.stderr
+
+
+def test_image_database_picks_final_iteration(tmp_path):
+    root = tmp_path / "completions_stochastic_center"
+    for model in ("m1", "m2"):
+        folder = root / model / "test" / "0"
+        (folder / "gen_images").mkdir(parents=True)
+        Image.fromarray(synthetic_rgb(0, 64, 64)).save(folder / "original.jpg")
+        Image.fromarray(synthetic_rgb(1, 64, 64)).save(folder / "masked.jpg")
+        for iteration, seed in ((100, 2), (1500, 3), (250, 4)):
+            Image.fromarray(synthetic_rgb(seed + (model == "m2") * 10, 64, 64)).save(
+                folder / "gen_images" / f"gen_{iteration}.jpg")
+    counts = build_image_database(root, tmp_path / "db")
+    assert counts["m1"] == 1 and counts["m2"] == 1
+    for model in ("m1", "m2"):
+        assert ((tmp_path / "db" / "0" / "gen" / f"{model}.jpg").read_bytes()
+                == (root / model / "test" / "0" / "gen_images" / "gen_1500.jpg").read_bytes())
+
+
+# ----- conversion -------------------------------------------------------------------
+
+
+def _make_messy_folder(folder):
+    folder.mkdir()
+    Image.fromarray(synthetic_rgb(0)).save(folder / "a_rgb.jpg")
+    Image.fromarray(np.full((80, 80), 90, np.uint8), mode="L").save(folder / "b_gray.jpg")
+    rgba = np.dstack([synthetic_rgb(1, 80, 80), np.full((80, 80), 255, np.uint8)])
+    Image.fromarray(rgba, mode="RGBA").save(folder / "c_rgba.png")
+    (folder / "d_notes.txt").write_text("hello")
+    Image.fromarray(synthetic_rgb(2)).save(folder / "e_trunc.jpg")
+    data = (folder / "e_trunc.jpg").read_bytes()
+    (folder / "e_trunc.jpg").write_bytes(data[: len(data) // 3])
+    Image.fromarray(synthetic_rgb(5, 40, 30)).save(folder / "f_small.jpg")
+
+
+def test_convert_messy_folder_counts_add_up(tmp_path):
+    import tensorflow as tf
+
+    from study.tfrecords import parse_record
+
+    data = tmp_path / "messy"
+    _make_messy_folder(data)
+    out = tmp_path / "records"
+    result = run_script(REPO / "convert.py", "--data", data, "--list", "all", "--out", out,
+                        "--shards", "128", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["n_images"] == 4  # rgb, gray, rgba, small
+    assert manifest["n_input"] == 5  # the text file is not an image candidate
+    assert manifest["n_images"] + manifest["n_skipped"] == manifest["n_input"]
+    assert any("e_trunc.jpg" in name for name in manifest["skipped"])
+    assert "e_trunc.jpg" in result.stderr
+    # Never more shards than images, every image in exactly one record.
+    assert len(manifest["shards"]) == 4
+    files = [str(out / s["file"]) for s in manifest["shards"]]
+    images = [parse_record(r).numpy() for r in tf.data.TFRecordDataset(files)]
+    assert len(images) == 4
+    assert all(img.shape == (64, 64, 3) for img in images)
+    assert min(img.min() for img in images) >= -1.0 and max(img.max() for img in images) <= 1.0
+    expected = load_face(data / "a_rgb.jpg").astype(np.float32) / 127.5 - 1.0
+    assert np.allclose(images[0], expected)
+
+
+def test_convert_rerun_keeps_records_unless_overwrite(tmp_path, image_folder):
+    out = tmp_path / "records"
+    args = (REPO / "convert.py", "--data", image_folder, "--list", "all", "--out", out, "--shards", "3",
+            "--no-progress")
+    assert run_script(*args).returncode == 0
+    stamp = {p.name: p.stat().st_mtime_ns for p in out.glob("*.tfrecord")}
+    assert run_script(*args).returncode == 0
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.tfrecord")} == stamp
+    changed = run_script(*args[:-3], "--shards", "3", "--crop_fraction", "1.0", "--no-progress")
+    assert changed.returncode == 2
+    assert "--overwrite" in changed.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.tfrecord")} == stamp
+
+
+def test_convert_empty_folder_is_clear_error(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run_script(REPO / "convert.py", "--data", empty, "--list", "all", "--out", tmp_path / "r")
+    assert result.returncode == 2
+    assert "no images to convert" in result.stderr
