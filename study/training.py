@@ -1,0 +1,175 @@
+"""The training loop: resume, checkpoints, sample grids, loss logs, divergence stop."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from study.errors import StageError
+from study.images import to_uint8
+from study.plots import save_grid
+from study.provenance import write_json_atomic
+
+log = logging.getLogger(__name__)
+
+LOSS_COLUMNS = ("step", "d_loss", "g_loss", "penalty", "wasserstein",
+                "grad_norm_real", "grad_norm_fake", "grad_norm_interpolated", "seconds")
+
+
+class TrainingDiverged(StageError):
+    """A loss became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: str
+    tfrecords: str
+    checkpoint_dir: str
+    batch_size: int = 128
+    epochs: int = 20
+    max_steps: int = 0
+    z_dim: int = 100
+    gf_dim: int = 64
+    df_dim: int = 64
+    ckpt_step: int = 500
+    log_every: int = 10
+    sample_count: int = 64
+    keep_checkpoints: int = 3
+    seed: int = 0
+    renew: bool = False
+    progress: bool = True
+
+    def __post_init__(self):
+        for key in ("batch_size", "ckpt_step", "log_every", "sample_count", "z_dim", "gf_dim", "df_dim"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"--{key} must be at least 1, got {getattr(self, key)}")
+        if self.max_steps < 0 or self.epochs < 0 or (self.max_steps == 0 and self.epochs == 0):
+            raise ValueError("set --epochs or --max_steps to a positive number")
+
+
+def total_steps(config: TrainConfig, n_images: int, n_critic: int) -> int:
+    """Generator steps to run: ``max_steps`` if set, else ``epochs`` passes over the data.
+
+    An epoch is ``n_images // batch_size`` discriminator batches, so a model
+    with 5 critic steps runs a fifth as many generator steps per epoch.
+    """
+    if config.max_steps > 0:
+        return config.max_steps
+    return max(1, config.epochs * (n_images // config.batch_size) // n_critic)
+
+
+_IDENTITY_KEYS = ("model", "z_dim", "gf_dim", "df_dim")
+
+
+def _prepare_folder(config: TrainConfig, folder: Path) -> None:
+    config_path = folder / "config.json"
+    if config.renew and folder.exists():
+        log.warning("--renew: removing earlier checkpoints, samples and logs in %s", folder)
+        for path in folder.glob("ckpt-*.npz"):
+            path.unlink()
+        for name in ("samples", "tensorboard"):
+            shutil.rmtree(folder / name, ignore_errors=True)
+        for name in ("losses.csv", "sample_z.npy", "config.json"):
+            (folder / name).unlink(missing_ok=True)
+    elif config_path.exists():
+        old = json.loads(config_path.read_text())
+        differing = [f"{key}: existing {old.get(key)!r}, requested {getattr(config, key)!r}"
+                     for key in _IDENTITY_KEYS if old.get(key) != getattr(config, key)]
+        if differing:
+            raise ValueError(
+                f"{folder} holds a {old.get('model')} run with other settings "
+                f"({'; '.join(differing)}). Pass --renew to start over there, or choose another "
+                "--checkpoint_dir.")
+    folder.mkdir(parents=True, exist_ok=True)
+
+
+def train(config: TrainConfig) -> dict:
+    """Train ``config.model`` and return a summary dict (steps, time, last checkpoint)."""
+    import tensorflow as tf
+
+    from models import checkpoint, get_spec
+    from models.gan import GAN, Sizes
+    from study.tfrecords import read_manifest, training_dataset
+
+    spec = get_spec(config.model)
+    manifest = read_manifest(config.tfrecords)
+    folder = Path(config.checkpoint_dir)
+    _prepare_folder(config, folder)
+    sizes = Sizes(config.z_dim, config.gf_dim, config.df_dim, manifest["preprocessing"]["size"])
+    steps = total_steps(config, manifest["n_images"], spec.n_critic)
+    write_json_atomic(folder / "config.json", {
+        **asdict(config), "steps": steps, "image_size": sizes.image_size,
+        "spec": spec.as_dict(), "n_train_images": manifest["n_images"]})
+
+    gan = GAN(spec, sizes, seed=config.seed)
+    start = 0
+    newest = checkpoint.latest(folder)
+    if newest is not None:
+        start = checkpoint.restore(gan, newest)
+        log.info("resuming %s from %s (step %d of %d)", spec.name, newest.name, start, steps)
+    z_path = folder / "sample_z.npy"
+    if z_path.exists():
+        sample_z = np.load(z_path, allow_pickle=False)
+    else:
+        sample_z = np.random.default_rng(config.seed).standard_normal(
+            (config.sample_count, config.z_dim)).astype(np.float32)
+        np.save(z_path, sample_z)
+    if start >= steps:
+        log.info("%s already trained for %d steps; nothing to do", spec.name, start)
+        return {"model": spec.name, "steps": start, "checkpoint": str(newest), "trained_now": 0}
+
+    batches = iter(training_dataset(config.tfrecords, config.batch_size,
+                                    seed=config.seed + start, group=spec.n_critic))
+    writer = tf.summary.create_file_writer(str(folder / "tensorboard"))
+    csv_path = folder / "losses.csv"
+    new_csv = not csv_path.exists()
+    began = time.perf_counter()
+    last_saved = newest
+    with open(csv_path, "a", newline="") as handle, writer.as_default():
+        table = csv.writer(handle)
+        if new_csv:
+            table.writerow(LOSS_COLUMNS)
+        bar = tqdm(range(start, steps), initial=start, total=steps, desc=f"train {spec.name}",
+                   unit="step", disable=not config.progress)
+        for step_index in bar:
+            real_group = next(batches)
+            values = {k: float(v) for k, v in gan.train_step(real_group).items()}
+            step = step_index + 1
+            bad = [k for k, v in values.items() if not math.isfinite(v)]
+            if bad:
+                handle.flush()
+                where = last_saved.name if last_saved else "none (no checkpoint was written yet)"
+                raise TrainingDiverged(
+                    f"{spec.name}: non-finite {', '.join(bad)} at step {step} "
+                    f"({', '.join(f'{k}={values[k]}' for k in bad)}); training stopped. "
+                    f"The last good checkpoint is kept: {where} in {folder}. "
+                    "Lower the learning rate or check the input data.")
+            if step % config.log_every == 0 or step == steps:
+                norms = {k: float(v) for k, v in gan.diagnostics(real_group[0]).items()}
+                row = {**values, **{f"grad_norm_{k}": v for k, v in norms.items()},
+                       "step": step, "seconds": time.perf_counter() - began}
+                table.writerow([row[c] for c in LOSS_COLUMNS])
+                for key in ("d_loss", "g_loss", "penalty", "wasserstein"):
+                    tf.summary.scalar(f"loss/{key}", values[key], step=step)
+                for key, value in norms.items():
+                    tf.summary.scalar(f"grad_norm/{key}", value, step=step)
+                bar.set_postfix(d=f"{values['d_loss']:.3f}", g=f"{values['g_loss']:.3f}")
+            if step % config.ckpt_step == 0 or step == steps:
+                last_saved = checkpoint.save(gan, folder, step, keep=config.keep_checkpoints)
+                save_grid(folder / "samples" / f"step_{step:08d}.png", to_uint8(gan.sample(sample_z)))
+                handle.flush()
+                writer.flush()
+    elapsed = time.perf_counter() - began
+    log.info("%s: trained steps %d-%d in %.1f s; checkpoint %s", spec.name, start + 1, steps,
+             elapsed, last_saved)
+    return {"model": spec.name, "steps": steps, "checkpoint": str(last_saved),
+            "trained_now": steps - start, "seconds": elapsed}

@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""Train one GAN of the zoo on the TFRecords made by convert.py.
+
+Checkpoints every --ckpt_step generator steps and resumes from the newest one
+unless --renew; writes a sample grid from a fixed z at each checkpoint, losses
+every 10 steps (losses.csv and TensorBoard) and the resolved config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from study import presets, provenance
+from study.cli import run_main, setup_logging
+from study.layout import Layout
+
+log = logging.getLogger("train")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from models import model_names
+
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, metavar="NAME",
+                        help=f"GAN to train, one of: {', '.join(model_names())}")
+    parser.add_argument("--root", default="experiment", help="experiment folder (default: experiment)")
+    parser.add_argument("--tfrecords", help="TFRecord folder (default: <root>/tfrecords)")
+    parser.add_argument("--checkpoint_dir", help="checkpoint folder (default: <root>/checkpoints/<model>)")
+    presets.add_preset_argument(parser)
+
+    def preset_int(name, text):
+        parser.add_argument(f"--{name}", type=int, default=None,
+                            help=text + presets.preset_help("train", name))
+
+    preset_int("batch_size", "images per batch")
+    preset_int("epochs", "passes over the training images (used when --max_steps is 0)")
+    preset_int("max_steps", "generator steps to run; 0 derives them from --epochs")
+    preset_int("z_dim", "size of the latent z")
+    preset_int("gf_dim", "generator width: the last hidden layer has 2*gf_dim channels")
+    preset_int("df_dim", "discriminator width: the first layer has df_dim channels")
+    preset_int("ckpt_step", "save a checkpoint and a sample grid every this many steps")
+    preset_int("sample_count", "images in each sample grid")
+    parser.add_argument("--keep_checkpoints", type=int, default=3,
+                        help="newest checkpoints kept, older ones are removed; 0 keeps all (default: 3)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--renew", action="store_true",
+                        help="start from scratch, deleting this model's earlier checkpoints, "
+                             "samples and logs instead of resuming")
+    parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--no-progress", dest="progress", action="store_false")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    return parser
+
+
+def main(argv=None) -> int:
+    setup_logging()
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    presets.apply_preset(args, "train")
+    from models import get_spec
+    from study.training import TrainConfig, train
+
+    get_spec(args.model)  # unknown names fail here, listing the valid ones
+    layout = Layout(args.root)
+    config = TrainConfig(
+        model=args.model,
+        tfrecords=str(args.tfrecords or layout.tfrecords),
+        checkpoint_dir=str(args.checkpoint_dir or layout.checkpoints(args.model)),
+        batch_size=args.batch_size, epochs=args.epochs, max_steps=args.max_steps,
+        z_dim=args.z_dim, gf_dim=args.gf_dim, df_dim=args.df_dim, ckpt_step=args.ckpt_step,
+        sample_count=args.sample_count, keep_checkpoints=args.keep_checkpoints,
+        seed=args.seed, renew=args.renew, progress=args.progress)
+    if args.dry_run:
+        print(config)
+        return 0
+    summary = train(config)
+    provenance.record(Path(config.checkpoint_dir), "train", {**vars(args), **summary})
+    print(f"{summary['model']}: {summary['steps']} steps, checkpoint {summary['checkpoint']}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
