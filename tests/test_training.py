@@ -1,0 +1,102 @@
+"""The training loop: checkpoints, resume, samples, logs, divergence and bad names."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import REPO
+from models import checkpoint
+from models.gan import GAN
+from study.images import Preprocessing, list_image_files
+from study.tfrecords import convert
+from study.training import TrainConfig, TrainingDiverged, total_steps, train
+
+
+@pytest.fixture
+def records(image_folder, tmp_path):
+    paths, _ = list_image_files(image_folder)
+    out = tmp_path / "records"
+    convert(paths, out, n_shards=2, prep=Preprocessing(size=16, crop_fraction=1.0), progress=False)
+    return out
+
+
+def tiny_config(records, folder, **overrides):
+    settings = dict(model="dcgan", tfrecords=str(records), checkpoint_dir=str(folder), batch_size=4,
+                    epochs=0, max_steps=6, z_dim=8, gf_dim=2, df_dim=2, ckpt_step=3, log_every=2,
+                    sample_count=4, seed=1, progress=False)
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def test_total_steps_counts_critic_batches():
+    config = TrainConfig(model="wgan-gp", tfrecords="x", checkpoint_dir="y", batch_size=128, epochs=20)
+    assert total_steps(config, 202599 - 1000, n_critic=5) == 20 * (201599 // 128) // 5
+    assert total_steps(config, 202599 - 1000, n_critic=1) == 20 * (201599 // 128)
+
+
+def test_train_writes_checkpoints_samples_logs(records, tmp_path):
+    folder = tmp_path / "ckpt"
+    summary = train(tiny_config(records, folder))
+    assert summary["steps"] == 6
+    assert [p.name for p in checkpoint.list_checkpoints(folder)] == ["ckpt-00000003.npz", "ckpt-00000006.npz"]
+    assert sorted(p.name for p in (folder / "samples").iterdir()) == ["step_00000003.png", "step_00000006.png"]
+    with open(folder / "losses.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["step"]) for r in rows] == [2, 4, 6]
+    assert all(np.isfinite(float(r["grad_norm_real"])) for r in rows)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["model"] == "dcgan" and config["steps"] == 6 and config["spec"]["label"] == "NSGAN"
+    assert any((folder / "tensorboard").iterdir())
+
+
+def test_resume_continues_from_latest(records, tmp_path):
+    folder = tmp_path / "ckpt"
+    train(tiny_config(records, folder, max_steps=3))
+    first = checkpoint.latest(folder)
+    summary = train(tiny_config(records, folder, max_steps=6))
+    assert summary["trained_now"] == 3
+    assert checkpoint.read_meta(checkpoint.latest(folder))["step"] == 6
+    assert first.exists()  # the earlier checkpoint is within the kept three
+    again = train(tiny_config(records, folder, max_steps=6))
+    assert again["trained_now"] == 0
+
+
+def test_other_settings_in_folder_is_an_error(records, tmp_path):
+    folder = tmp_path / "ckpt"
+    train(tiny_config(records, folder, max_steps=3))
+    with pytest.raises(ValueError, match="gf_dim: existing 2, requested 4"):
+        train(tiny_config(records, folder, gf_dim=4))
+    summary = train(tiny_config(records, folder, gf_dim=4, renew=True))
+    assert summary["trained_now"] == 6
+
+
+def test_non_finite_loss_stops_and_keeps_checkpoint(records, tmp_path, monkeypatch):
+    real_step = GAN.train_step
+    calls = {"n": 0}
+
+    def failing_step(self, real_group):
+        calls["n"] += 1
+        values = real_step(self, real_group)
+        if calls["n"] == 5:
+            values = dict(values, g_loss=tf.constant(float("nan")))
+        return values
+
+    monkeypatch.setattr(GAN, "train_step", failing_step)
+    folder = tmp_path / "ckpt"
+    with pytest.raises(TrainingDiverged, match=r"non-finite g_loss at step 5.*ckpt-00000003\.npz"):
+        train(tiny_config(records, folder))
+    assert [p.name for p in checkpoint.list_checkpoints(folder)] == ["ckpt-00000003.npz"]
+
+
+def test_train_cli_unknown_model_lists_names():
+    result = subprocess.run([sys.executable, str(REPO / "train.py"), "--model", "nosuch"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "nosuch" in result.stderr and "dcgan" in result.stderr and "wgan-gp" in result.stderr
