@@ -1,0 +1,351 @@
+"""Embedding files: one ``.npz`` per image source and embedding protocol.
+
+A file ``<source>__<protocol>.npz`` contains one entry per image in
+``keys``, ``paths``, ``sha256`` (of the file bytes), ``face_found`` and
+``embeddings`` (float32 ``[N, D]``). Keys are unique: the file name for
+train/test images, the test index for inpaintings and image-database entries.
+Scalars record the ``protocol``, the ``source``, the ``preprocessing`` (JSON
+of how pixels were read) and ``complete`` (False while a run is still adding
+images). Every array has a plain dtype, so files load with
+``allow_pickle=False``.
+
+:func:`embed_images` fills a file batch by batch, rewriting it atomically
+every few batches. A rerun reuses every vector whose file hash is already
+stored, so a killed run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from facenet.backends import EmbeddingBackend
+from study.images import UnreadableImage
+from study.provenance import sha256_file
+
+log = logging.getLogger(__name__)
+
+FILE_SUFFIX = ".npz"
+SEPARATOR = "__"
+_NAME_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+
+
+@dataclass(frozen=True)
+class ImageItem:
+    """One image to embed: its unique key and its file."""
+
+    key: str
+    path: Path
+
+
+@dataclass
+class EmbeddingSet:
+    """Contents of one embedding file, checked for consistent array lengths on construction."""
+
+    keys: np.ndarray
+    paths: np.ndarray
+    sha256: np.ndarray
+    face_found: np.ndarray
+    embeddings: np.ndarray
+    protocol: str
+    source: str
+    preprocessing: str
+    complete: bool = True
+
+    def __post_init__(self):
+        self.keys = _string_array(self.keys)
+        self.paths = _string_array(self.paths)
+        self.sha256 = _string_array(self.sha256)
+        self.face_found = np.asarray(self.face_found, dtype=bool).reshape(-1)
+        self.embeddings = np.asarray(self.embeddings, dtype=np.float32)
+        count = len(self.keys)
+        if self.embeddings.ndim != 2 or self.embeddings.shape[0] != count:
+            raise ValueError(f"embeddings of {self.source!r} have shape {self.embeddings.shape}, "
+                             f"expected [{count}, D] for {count} keys")
+        for name in ("paths", "sha256", "face_found"):
+            if len(getattr(self, name)) != count:
+                raise ValueError(f"{name} of {self.source!r} has {len(getattr(self, name))} "
+                                 f"entries, expected {count} (one per key)")
+        if len(set(self.keys.tolist())) != count:
+            raise ValueError(f"keys of {self.source!r} are not unique: "
+                             f"{', '.join(_duplicates(self.keys.tolist())[:10])}")
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @property
+    def dim(self) -> int:
+        return self.embeddings.shape[1]
+
+    def rows_by_key(self) -> dict[str, int]:
+        return {key: row for row, key in enumerate(self.keys.tolist())}
+
+
+def _string_array(values) -> np.ndarray:
+    # dtype=str gives a fixed-width unicode array, which np.load reads without pickle.
+    return np.asarray(list(values), dtype=str).reshape(-1)
+
+
+def _duplicates(values: Iterable[str]) -> list[str]:
+    seen, repeated = set(), []
+    for value in values:
+        if value in seen and value not in repeated:
+            repeated.append(value)
+        seen.add(value)
+    return repeated
+
+
+def embedding_file(directory: str | os.PathLike, source: str, protocol: str) -> Path:
+    """Return ``<directory>/<source>__<protocol>.npz``.
+
+    Raises ValueError when ``source`` or ``protocol`` is empty, contains
+    ``__`` or characters other than letters, digits and ``._+-``.
+    """
+    for label, value in (("source", source), ("protocol", protocol)):
+        if not _NAME_PART.match(value) or SEPARATOR in value:
+            raise ValueError(f"invalid embedding {label} {value!r}: use letters, digits and "
+                             f"'._+-', without '{SEPARATOR}'")
+    return Path(directory) / f"{source}{SEPARATOR}{protocol}{FILE_SUFFIX}"
+
+
+def save_embeddings(path: str | os.PathLike, data: EmbeddingSet) -> Path:
+    """Write ``data`` to ``path`` through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{FILE_SUFFIX}")
+    with open(tmp, "wb") as handle:
+        np.savez(handle, keys=data.keys, paths=data.paths, sha256=data.sha256,
+                 face_found=data.face_found, embeddings=data.embeddings,
+                 protocol=np.asarray(data.protocol, dtype=str),
+                 source=np.asarray(data.source, dtype=str),
+                 preprocessing=np.asarray(data.preprocessing, dtype=str),
+                 complete=np.asarray(bool(data.complete)))
+    os.replace(tmp, path)
+    return path
+
+
+def load_embeddings(path: str | os.PathLike, protocol: str | None = None,
+                    allow_partial: bool = False) -> EmbeddingSet:
+    """Read an embedding file written by :func:`save_embeddings`.
+
+    Raises ValueError naming both protocols when ``protocol`` is given and
+    differs from the file's, and when the file is the partial result of an
+    unfinished run (unless ``allow_partial``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"embedding file not found: {path}. Run "
+                                "facenet/calculate_embeddings.py for this source first.")
+    with np.load(path, allow_pickle=False) as npz:
+        missing = [name for name in ("keys", "paths", "sha256", "face_found", "embeddings",
+                                     "protocol", "source", "preprocessing", "complete")
+                   if name not in npz.files]
+        if missing:
+            raise ValueError(f"{path} is not an embedding file: missing {', '.join(missing)}")
+        data = EmbeddingSet(keys=npz["keys"], paths=npz["paths"], sha256=npz["sha256"],
+                            face_found=npz["face_found"], embeddings=npz["embeddings"],
+                            protocol=str(npz["protocol"]), source=str(npz["source"]),
+                            preprocessing=str(npz["preprocessing"]),
+                            complete=bool(npz["complete"]))
+    if protocol is not None and data.protocol != protocol:
+        raise ValueError(f"{path} contains embeddings of protocol {data.protocol!r}, expected "
+                         f"protocol {protocol!r}; embeddings of different protocols are not "
+                         "comparable, so recompute one of them with the same --embedder")
+    if not data.complete and not allow_partial:
+        raise ValueError(f"{path} is the partial result of an unfinished run; rerun the command "
+                         "that wrote it to finish it")
+    return data
+
+
+def require_same_protocol(sets: Mapping[str, EmbeddingSet]) -> str:
+    """Return the protocol shared by all ``sets`` (labelled by file or source).
+
+    Raises ValueError naming two differing protocols and their labels.
+    """
+    # NOTE: the crop fraction of train/test images is stored in each set's
+    # ``preprocessing`` but is not part of the protocol, so it is not compared here.
+    if not sets:
+        raise ValueError("no embedding sets to compare")
+    first_label, first = next(iter(sets.items()))
+    for label, data in sets.items():
+        if data.protocol != first.protocol:
+            raise ValueError(
+                f"embeddings of different protocols cannot be compared: {first_label} has "
+                f"{first.protocol!r} but {label} has {data.protocol!r}; recompute them with "
+                "the same --embedder and preprocessing")
+    return first.protocol
+
+
+def load_consistent(paths: Sequence[str | os.PathLike]) -> list[EmbeddingSet]:
+    """Load several embedding files and check that they share one protocol."""
+    sets = {str(path): load_embeddings(path) for path in paths}
+    require_same_protocol(sets)
+    return list(sets.values())
+
+
+@dataclass
+class EmbedResult:
+    """Outcome of :func:`embed_images`: the saved set and what happened to each input."""
+
+    path: Path
+    embeddings: EmbeddingSet | None = None
+    computed: int = 0
+    reused: int = 0
+    unreadable: list[str] = field(default_factory=list)
+
+
+class _Accumulator:
+    """Rows gathered during one run, in input order, plus reusable vectors by file hash."""
+
+    def __init__(self, previous: EmbeddingSet | None):
+        self.keys: list[str] = []
+        self.paths: list[str] = []
+        self.hashes: list[str] = []
+        self.found: list[bool] = []
+        self.vectors: list[np.ndarray] = []
+        self.known: dict[str, tuple[np.ndarray, bool]] = {}
+        self.previous = previous
+        if previous is not None:
+            for row, digest in enumerate(previous.sha256.tolist()):
+                self.known[digest] = (previous.embeddings[row], bool(previous.face_found[row]))
+
+    def add(self, item: ImageItem, digest: str, vector: np.ndarray, found: bool) -> None:
+        self.keys.append(item.key)
+        self.paths.append(str(item.path))
+        self.hashes.append(digest)
+        self.found.append(bool(found))
+        self.vectors.append(np.asarray(vector, dtype=np.float32))
+        self.known[digest] = (self.vectors[-1], bool(found))
+
+    def to_set(self, dim: int, protocol: str, source: str, preprocessing: str,
+               complete: bool) -> EmbeddingSet:
+        keys, paths, hashes = list(self.keys), list(self.paths), list(self.hashes)
+        found, vectors = list(self.found), list(self.vectors)
+        if not complete and self.previous is not None:
+            # Keep the earlier file's rows not yet visited, so a kill before
+            # the end loses none of the work done by earlier runs.
+            done_keys, done_hashes = set(keys), set(hashes)
+            prev = self.previous
+            for row, (key, digest) in enumerate(zip(prev.keys.tolist(), prev.sha256.tolist())):
+                if key not in done_keys and digest not in done_hashes:
+                    keys.append(key)
+                    paths.append(str(prev.paths[row]))
+                    hashes.append(digest)
+                    found.append(bool(prev.face_found[row]))
+                    vectors.append(prev.embeddings[row])
+        matrix = np.stack(vectors) if vectors else np.zeros((0, dim), np.float32)
+        return EmbeddingSet(keys=keys, paths=paths, sha256=hashes, face_found=found,
+                            embeddings=matrix, protocol=protocol, source=source,
+                            preprocessing=preprocessing, complete=complete)
+
+
+def _read_previous(out_path: Path, protocol: str, source: str, preprocessing: str,
+                   overwrite: bool) -> EmbeddingSet | None:
+    if overwrite or not out_path.exists():
+        return None
+    previous = load_embeddings(out_path, protocol=protocol, allow_partial=True)
+    if previous.source != source or previous.preprocessing != preprocessing:
+        raise ValueError(
+            f"{out_path} was made from source {previous.source!r} with preprocessing "
+            f"{previous.preprocessing}, but this run embeds source {source!r} with "
+            f"{preprocessing}; pass --overwrite to recompute it")
+    if not previous.complete:
+        log.info("resuming the unfinished embedding file %s (%d images done)", out_path, len(previous))
+    return previous
+
+
+def embed_images(items: Sequence[ImageItem], backend: EmbeddingBackend,
+                 load_image: Callable[[Path], np.ndarray], out_path: str | os.PathLike,
+                 source: str, preprocessing: str, batch_size: int = 64,
+                 checkpoint_every: int = 10, overwrite: bool = False,
+                 progress: bool = True) -> EmbedResult:
+    """Embed ``items`` in batches, write them to ``out_path`` and return the counts.
+
+    Images whose sha256 is already in ``out_path`` (from an earlier or an
+    interrupted run) are not embedded again unless ``overwrite``. Only one
+    batch of decoded images is held in memory at a time. Files that
+    ``load_image`` cannot read (UnreadableImage, OSError) are skipped and
+    named in a warning. The file is rewritten every ``checkpoint_every``
+    batches, marked partial, and once more at the end, marked complete,
+    with exactly the readable ``items`` in their order.
+    """
+    if batch_size < 1:
+        raise ValueError(f"--batch_size must be at least 1, got {batch_size}")
+    if checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be at least 1, got {checkpoint_every}")
+    duplicated = _duplicates(item.key for item in items)
+    if duplicated:
+        raise ValueError(f"image keys must be unique, but these repeat: {', '.join(duplicated[:10])}")
+    out_path = Path(out_path)
+    protocol = backend.protocol_name()
+    previous = _read_previous(out_path, protocol, source, preprocessing, overwrite)
+    if previous is not None and len(previous) and previous.dim != backend.dim:
+        raise ValueError(f"{out_path} contains {previous.dim}-D embeddings but the {backend.name} "
+                         f"backend makes {backend.dim}-D ones; pass --overwrite to recompute it")
+
+    rows = _Accumulator(previous)
+    result = EmbedResult(path=out_path)
+    pending: list[tuple[ImageItem, str]] = []
+    batches_since_save = 0
+    bar = tqdm(total=len(items), desc=f"embed {source}", unit="img", disable=not progress)
+
+    def flush() -> None:
+        nonlocal batches_since_save
+        images, loaded = [], []
+        for item, digest in pending:
+            try:
+                images.append(load_image(item.path))
+                loaded.append((item, digest))
+            except (UnreadableImage, OSError) as exc:
+                result.unreadable.append(f"{item.path} ({exc})")
+        if images:
+            vectors, found = backend.embed(images)
+            for (item, digest), vector, face_found in zip(loaded, vectors, found):
+                rows.add(item, digest, vector, face_found)
+            result.computed += len(images)
+        bar.update(len(pending))
+        pending.clear()
+        batches_since_save += 1
+        if batches_since_save >= checkpoint_every:
+            save_embeddings(out_path, rows.to_set(backend.dim, protocol, source, preprocessing,
+                                                  complete=False))
+            batches_since_save = 0
+
+    for item in items:
+        try:
+            digest = sha256_file(item.path)
+        except OSError as exc:
+            result.unreadable.append(f"{item.path} ({exc.strerror or exc})")
+            bar.update(1)
+            continue
+        if digest in rows.known:
+            vector, found = rows.known[digest]
+            rows.add(item, digest, vector, found)
+            result.reused += 1
+            bar.update(1)
+            continue
+        pending.append((item, digest))
+        if len(pending) >= batch_size:
+            flush()
+    if pending:
+        flush()
+    bar.close()
+
+    result.embeddings = rows.to_set(backend.dim, protocol, source, preprocessing, complete=True)
+    save_embeddings(out_path, result.embeddings)
+    if result.unreadable:
+        shown = "; ".join(result.unreadable[:20])
+        more = f"; and {len(result.unreadable) - 20} more" if len(result.unreadable) > 20 else ""
+        log.warning("skipped %d unreadable image(s) of %s: %s%s", len(result.unreadable), source,
+                    shown, more)
+    not_found = int((~result.embeddings.face_found).sum())
+    log.info("%s: %d images embedded, %d reused from earlier runs, %d without a detected face "
+             "-> %s", source, result.computed, result.reused, not_found, out_path)
+    return result
