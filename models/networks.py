@@ -8,6 +8,11 @@ With gf = 64 the widths are the study's 1024, 512, 256, 128.
 Discriminator: 5x5 stride-2 convolutions with df, 2*df, 4*df, 8*df channels
 and LeakyReLU(0.2), batch norm on all but the first (when enabled), then a
 dense layer to one logit ``[B, 1]``.
+
+A layer followed by batch norm has no bias: batch norm subtracts the batch
+mean, so such a bias gets a zero gradient (up to rounding) and Adam would
+only turn rounding noise into steps. The networks compute the same
+functions as the study's DCGAN code, which kept those biases.
 """
 
 from __future__ import annotations
@@ -31,13 +36,14 @@ def build_generator(z_dim: int = 100, gf_dim: int = 64, image_size: int = 64,
         raise ValueError(f"image size must be a multiple of 16, got {image_size}")
     base = image_size // 16
     z = keras.Input(shape=(z_dim,), name="z")
-    x = layers.Dense(base * base * gf_dim * 16, kernel_initializer=_init(seed), name="project")(z)
+    x = layers.Dense(base * base * gf_dim * 16, use_bias=not batchnorm,
+                     kernel_initializer=_init(seed), name="project")(z)
     x = layers.Reshape((base, base, gf_dim * 16))(x)
     if batchnorm:
         x = layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=1e-5, name="bn0")(x)
     x = layers.ReLU()(x)
     for index, width in enumerate((gf_dim * 8, gf_dim * 4, gf_dim * 2), start=1):
-        x = layers.Conv2DTranspose(width, 5, strides=2, padding="same",
+        x = layers.Conv2DTranspose(width, 5, strides=2, padding="same", use_bias=not batchnorm,
                                    kernel_initializer=_init(None if seed is None else seed + index),
                                    name=f"deconv{index}")(x)
         if batchnorm:
@@ -62,6 +68,7 @@ def build_discriminator(df_dim: int = 64, image_size: int = 64, batchnorm: bool 
     x = images
     for index, width in enumerate((df_dim, df_dim * 2, df_dim * 4, df_dim * 8)):
         x = layers.Conv2D(width, 5, strides=2, padding="same",
+                          use_bias=not (batchnorm and index > 0),
                           kernel_initializer=_init(None if seed is None else seed + 10 + index),
                           name=f"conv{index}")(x)
         if batchnorm and index > 0:

@@ -132,7 +132,11 @@ def test_study_hyperparameters():
 @pytest.mark.parametrize("name", model_names())
 def test_one_step_changes_every_variable(name):
     spec = get_spec(name)
-    gan = GAN(spec, TINY, seed=3)
+    # Clipping batch norm's gamma to 0.01 shrinks a 2-channel critic's output
+    # so far that the generator's gradient underflows RMSProp's epsilon; a
+    # slightly wider critic keeps the check meaningful for WGAN.
+    sizes = Sizes(8, 2, 8, 16) if spec.weight_clip else TINY
+    gan = GAN(spec, sizes, seed=3)
     before_g = [v.numpy().copy() for v in gan.generator.trainable_variables]
     before_d = [v.numpy().copy() for v in gan.discriminator.trainable_variables]
     real = tf.random.uniform([spec.n_critic, 4, 16, 16, 3], -1, 1, seed=4)
