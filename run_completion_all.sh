@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Inpaint the test images with a list of trained GANs: one sbatch job each
+# when SLURM is present, one after another on this machine with --local or
+# without sbatch.
+#
+#   bash run_completion_all.sh [--local] [--preset cpu|paper] [--root DIR] [MODEL ...]
+#
+# Models default to dcgan and wgan-gp. Extra options after -- go to complete.py
+# (for example -- --maskType left --clipping standard).
+set -euo pipefail
+source "$(dirname "$0")/scripts/common.sh"
+
+LOCAL=0 PRESET=paper ROOT=experiment MODELS=() EXTRA=()
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --local) LOCAL=1 ;;
+        --preset) PRESET="$2"; shift ;;
+        --root) ROOT="$2"; shift ;;
+        --) shift; EXTRA=("$@"); break ;;
+        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        -*) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
+        *) MODELS+=("$1") ;;
+    esac
+    shift
+done
+[[ ${#MODELS[@]} -gt 0 ]] || MODELS=(dcgan wgan-gp)
+
+for model in "${MODELS[@]}"; do
+    submit_or_run "complete-$model" "$ROOT/logs" \
+        "$PYTHON" "$repo_dir/complete.py" --model "$model" --preset "$PRESET" --root "$ROOT" "${EXTRA[@]}"
+done
