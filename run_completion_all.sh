@@ -5,7 +5,7 @@
 #
 #   bash run_completion_all.sh [--local] [--preset cpu|paper] [--root DIR] [MODEL ...]
 #
-# Models default to dcgan and wgan-gp. Extra options after -- go to complete.py
+# Models default to all eight GANs of the zoo (models/zoo.py). Extra options after -- go to complete.py
 # (for example -- --maskType left --clipping standard).
 set -euo pipefail
 source "$(dirname "$0")/scripts/common.sh"
@@ -23,7 +23,9 @@ while [[ $# -gt 0 ]]; do
     esac
     shift
 done
-[[ ${#MODELS[@]} -gt 0 ]] || MODELS=(dcgan wgan-gp)
+if [[ ${#MODELS[@]} -eq 0 ]]; then
+    read -r -a MODELS <<< "$(cd "$repo_dir" && "$PYTHON" -c 'from models import model_names; print(*model_names())')"
+fi
 
 for model in "${MODELS[@]}"; do
     submit_or_run "complete-$model" "$ROOT/logs" \

@@ -4,7 +4,7 @@
 #
 #   bash run_training_all.sh [--local] [--preset cpu|paper] [--root DIR] [MODEL ...]
 #
-# Models default to dcgan and wgan-gp. Extra options after -- go to train.py.
+# Models default to all eight GANs of the zoo (models/zoo.py). Extra options after -- go to train.py.
 # Extra sbatch options (partition, --gres, time) come from $SBATCH_ARGS.
 set -euo pipefail
 source "$(dirname "$0")/scripts/common.sh"
@@ -22,7 +22,9 @@ while [[ $# -gt 0 ]]; do
     esac
     shift
 done
-[[ ${#MODELS[@]} -gt 0 ]] || MODELS=(dcgan wgan-gp)
+if [[ ${#MODELS[@]} -eq 0 ]]; then
+    read -r -a MODELS <<< "$(cd "$repo_dir" && "$PYTHON" -c 'from models import model_names; print(*model_names())')"
+fi
 
 for model in "${MODELS[@]}"; do
     submit_or_run "train-$model" "$ROOT/logs" \

@@ -51,7 +51,7 @@ class UnreachedVariableError(RuntimeError):
 
 
 def _check_gradients(gradients, variables, player: str):
-    missing = [v.path for g, v in zip(gradients, variables) if g is None]
+    missing = [getattr(v, "path", v.name) for g, v in zip(gradients, variables) if g is None]
     if missing:
         raise UnreachedVariableError(
             f"the {player} loss does not reach these trainable variables: {', '.join(missing)}")
@@ -151,33 +151,28 @@ class GAN:
         d_vars = self.discriminator.trainable_variables
         g_vars = self.generator.trainable_variables
         z = self.rng.normal([tf.shape(real)[0], self.sizes.z_dim])
-        gamma = self.spec.consensus_gamma
-        with tf.GradientTape(persistent=True) as outer:
-            with tf.GradientTape(persistent=True) as inner:
-                fake = self.generator(z, training=True)
-                real_logits = self.discriminator(real, training=True)
-                fake_logits = self.discriminator(fake, training=True)
-                base = self.d_loss(real_logits, fake_logits)
-                penalty = self._penalty(real, fake)
-                d_total = base + self.spec.penalty_weight * penalty
-                g_loss = tf.reduce_mean(self.g_loss_per_sample(fake_logits))
-            consensus = tf.constant(0.0)
-            if gamma:
-                consensus = consensus_term(inner.gradient(d_total, d_vars),
-                                           inner.gradient(g_loss, g_vars))
-                d_total = d_total + gamma * consensus
-                g_total = g_loss + gamma * consensus
-            else:
-                g_total = g_loss
-        d_grads = _check_gradients(outer.gradient(d_total, d_vars), d_vars, "discriminator")
-        g_grads = _check_gradients(outer.gradient(g_total, g_vars), g_vars, "generator")
-        del inner, outer
+        outputs = {}
+
+        def player_losses():
+            fake = self.generator(z, training=True)
+            real_logits = self.discriminator(real, training=True)
+            fake_logits = self.discriminator(fake, training=True)
+            base = self.d_loss(real_logits, fake_logits)
+            penalty = self._penalty(real, fake)
+            outputs.update(d_loss=base, penalty=penalty,
+                           wasserstein=tf.reduce_mean(real_logits) - tf.reduce_mean(fake_logits))
+            g_loss = tf.reduce_mean(self.g_loss_per_sample(fake_logits))
+            outputs["g_loss"] = g_loss
+            return base + self.spec.penalty_weight * penalty, g_loss
+
+        d_grads, g_grads, consensus = simultaneous_gradients(player_losses, d_vars, g_vars,
+                                                             self.spec.consensus_gamma)
         # Both gradients were taken at the same parameters; only now are they applied.
         self.d_optimizer.apply_gradients(zip(d_grads, d_vars))
         self.g_optimizer.apply_gradients(zip(g_grads, g_vars))
-        regularizer = penalty if not gamma else consensus
-        wasserstein = tf.reduce_mean(real_logits) - tf.reduce_mean(fake_logits)
-        return {"d_loss": base, "g_loss": g_loss, "penalty": regularizer, "wasserstein": wasserstein}
+        if self.spec.consensus_gamma:
+            outputs["penalty"] = consensus
+        return outputs
 
     def train_step_eager(self, real_group):
         """One generator iteration on ``real_group`` ``[n_critic, B, H, W, 3]`` in [-1, 1]."""
@@ -204,6 +199,30 @@ class GAN:
     def sample(self, z: np.ndarray) -> np.ndarray:
         """G(z) in inference mode: ``[B, z_dim]`` -> ``[B, H, W, 3]`` in [-1, 1]."""
         return self.generator(tf.convert_to_tensor(z, tf.float32), training=False).numpy()
+
+
+def simultaneous_gradients(player_losses, d_vars, g_vars, gamma=None):
+    """Gradients of both players taken at the same parameters.
+
+    ``player_losses()`` returns ``(d_loss, g_loss)``. With ``gamma``, both
+    players also minimize gamma * L, the consensus term of
+    :func:`consensus_term`, over their own parameters; differentiating it
+    needs the gradients of the gradients, hence the nested tapes. Returns
+    ``(d_grads, g_grads, L)``; L is 0 without ``gamma``.
+    """
+    with tf.GradientTape(persistent=True) as outer:
+        with tf.GradientTape(persistent=True) as inner:
+            d_loss, g_loss = player_losses()
+        consensus = tf.constant(0.0, d_loss.dtype)
+        d_total, g_total = d_loss, g_loss
+        if gamma:
+            consensus = consensus_term(inner.gradient(d_loss, d_vars), inner.gradient(g_loss, g_vars))
+            d_total = d_loss + gamma * consensus
+            g_total = g_loss + gamma * consensus
+    d_grads = _check_gradients(outer.gradient(d_total, d_vars), d_vars, "discriminator")
+    g_grads = _check_gradients(outer.gradient(g_total, g_vars), g_vars, "generator")
+    del inner, outer
+    return d_grads, g_grads, consensus
 
 
 def consensus_term(d_grads, g_grads):
