@@ -28,6 +28,15 @@ PRESETS: dict[str, dict[str, dict]] = {
         "complete": {"iterations": 600, "batch_size": 100, "save_every": 100},
         "embed": {"batch_size": 64},
     },
+    # Seconds-long runs on a few dozen images, for the end-to-end test; the
+    # numbers it produces mean nothing.
+    "smoke": {
+        "split": {"n_test": 6},
+        "train": {"batch_size": 8, "epochs": 0, "max_steps": 6, "gf_dim": 4, "df_dim": 4,
+                  "z_dim": 100, "ckpt_step": 3, "sample_count": 16},
+        "complete": {"iterations": 10, "batch_size": 4, "save_every": 5},
+        "embed": {"batch_size": 16},
+    },
 }
 
 

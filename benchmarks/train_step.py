@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""Time the compiled training step of each GAN against a full train.py step.
+
+For each model on the CPU preset sizes:
+
+- bare: images per second of ``GAN.train_step`` on one batch held in memory;
+- full: seconds per step of ``study.training.train`` (TFRecord input
+  pipeline, loss logging every 10 steps with input-gradient diagnostics,
+  checkpoints and sample grids at the CPU preset's interval), measured
+  between logged steps 10 and 10 + ``--steps`` so that start-up is left out
+  and, with the default 200 steps, exactly one checkpoint falls inside.
+
+The ratio full / bare is the overhead of everything around the step. The
+two are timed alternately in one process because this machine is shared.
+
+    python benchmarks/train_step.py --data ../shared/celeba_sample --models dcgan wgan-gp
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+
+
+def bare_seconds_per_step(model: str, sizes, batch_size: int, steps: int, seed: int = 0) -> float:
+    import tensorflow as tf
+
+    from models import get_spec
+    from models.gan import GAN
+
+    spec = get_spec(model)
+    gan = GAN(spec, sizes, seed=seed)
+    real = tf.random.uniform([spec.n_critic, batch_size, sizes.image_size, sizes.image_size, 3], -1, 1, seed=1)
+    for _ in range(3):  # tracing and warm-up
+        {k: float(v) for k, v in gan.train_step(real).items()}
+    began = time.perf_counter()
+    for _ in range(steps):
+        # float() forces the step to finish, as the training loop does for its non-finite check.
+        {k: float(v) for k, v in gan.train_step(real).items()}
+    return (time.perf_counter() - began) / steps
+
+
+def full_seconds_per_step(model: str, records: Path, work: Path, sizes, batch_size: int, steps: int,
+                          ckpt_step: int) -> float:
+    from study.training import TrainConfig, train
+
+    folder = work / f"ckpt-{model}"
+    config = TrainConfig(model=model, tfrecords=str(records), checkpoint_dir=str(folder),
+                         batch_size=batch_size, epochs=0, max_steps=steps + 10, z_dim=sizes.z_dim,
+                         gf_dim=sizes.gf_dim, df_dim=sizes.df_dim, ckpt_step=ckpt_step, log_every=10,
+                         sample_count=64, seed=0, renew=True, progress=False)
+    train(config)
+    with open(folder / "losses.csv") as handle:
+        rows = {int(r["step"]): float(r["seconds"]) for r in csv.DictReader(handle)}
+    # Step 10 onwards excludes tracing and the first fill of the input pipeline.
+    return (rows[steps + 10] - rows[10]) / steps
+
+
+def main(argv=None) -> int:
+    from models import model_names
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="folder of face images for the TFRecords")
+    parser.add_argument("--models", nargs="+", default=model_names(), help="models to time (default: all)")
+    parser.add_argument("--steps", type=int, default=200,
+                        help="timed steps per measurement, a multiple of 10 (default: 200)")
+    parser.add_argument("--images", type=int, default=1000, help="images converted for the pipeline")
+    parser.add_argument("--json", help="also write the results to this JSON file")
+    args = parser.parse_args(argv)
+
+    from models.gan import Sizes
+    from study.images import Preprocessing, list_image_files
+    from study.presets import PRESETS
+    from study.tfrecords import convert
+
+    preset = PRESETS["cpu"]["train"]
+    sizes = Sizes(preset["z_dim"], preset["gf_dim"], preset["df_dim"], 64)
+    batch = preset["batch_size"]
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        paths, _ = list_image_files(args.data)
+        convert(paths[: args.images], work / "records", n_shards=16, prep=Preprocessing(), progress=False)
+        for model in args.models:
+            bare = bare_seconds_per_step(model, sizes, batch, min(args.steps, 50))
+            full = full_seconds_per_step(model, work / "records", work, sizes, batch, args.steps,
+                                         preset["ckpt_step"])
+            from models import get_spec
+
+            images = batch * get_spec(model).n_critic
+            row = {"model": model, "bare_s_per_step": bare, "full_s_per_step": full,
+                   "bare_images_per_s": images / bare, "ratio_full_to_bare": full / bare}
+            results.append(row)
+            print(f"{model:11s} bare {bare * 1000:7.1f} ms/step ({images / bare:6.1f} img/s)  "
+                  f"full {full * 1000:7.1f} ms/step  ratio {full / bare:.3f}", flush=True)
+    print()
+    print("| model | bare step (ms) | images/s (bare) | full train.py step (ms) | full / bare |")
+    print("|---|---|---|---|---|")
+    for row in results:
+        print(f"| {row['model']} | {row['bare_s_per_step'] * 1000:.1f} | {row['bare_images_per_s']:.1f} | "
+              f"{row['full_s_per_step'] * 1000:.1f} | {row['ratio_full_to_bare']:.3f} |")
+    print(f"\nmachine: {platform.processor() or platform.machine()}, python {platform.python_version()}; "
+          f"median ratio {np.median([r['ratio_full_to_bare'] for r in results]):.3f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
