@@ -60,8 +60,17 @@ class LatentOptimizer:
     def __init__(self, gan, weights: np.ndarray, settings: InpaintSettings):
         self.gan = gan
         self.settings = settings
-        # [1, H, W, 1] so one mask serves every image and channel.
-        self.weights = tf.constant(weights[None, :, :, None], tf.float32)
+        # [1, H, W, 1] so one mask serves every image and channel. A variable,
+        # so set_weights switches masks without retracing the compiled loop.
+        self.weights = tf.Variable(self._expand(weights), trainable=False, name="mask_weights")
+
+    @staticmethod
+    def _expand(weights: np.ndarray) -> np.ndarray:
+        return np.asarray(weights, np.float32)[None, :, :, None]
+
+    def set_weights(self, weights: np.ndarray) -> None:
+        """Use another mask (or importance weights) ``[H, W]`` of the same size from now on."""
+        self.weights.assign(self._expand(weights))
 
     def losses(self, z, images):
         """Per-image ``(total, contextual, perceptual)`` losses, each ``[B]``."""
@@ -71,20 +80,33 @@ class LatentOptimizer:
         perceptual = self.gan.g_loss_per_sample(logits)
         return contextual + self.settings.lam * perceptual, contextual, perceptual
 
-    @tf.function(reduce_retracing=True)
+    def objective(self, z, images):
+        """Sum of the per-image total losses, the quantity Adam minimizes.
+
+        With ``lam == 0`` the discriminator cannot change it, so its forward
+        and backward passes are left out of the compiled loop.
+        """
+        if self.settings.lam == 0:
+            generated = self.gan.generator(z, training=False)
+            return tf.reduce_sum(tf.abs(self.weights * (generated - images)))
+        total, _, _ = self.losses(z, images)
+        return tf.reduce_sum(total)
+
+    @tf.function(reduce_retracing=True, autograph=False)
     def run(self, z, m, v, step, images, iterations):
         """Run ``iterations`` Adam steps from state ``(z, m, v, step)``; return the new state.
 
         ``step`` counts the Adam steps taken so far (for bias correction and
         the clipping seed), so calling this in chunks gives the same result
-        as one long call.
+        as one long call. The loop is an explicit ``tf.while_loop`` traced
+        without AutoGraph, which would spend seconds converting the code.
         """
         s = self.settings
-        for _ in tf.range(iterations):
+
+        def adam_step(count, z, m, v, step):
             with tf.GradientTape() as tape:
                 tape.watch(z)
-                total, _, _ = self.losses(z, images)
-                objective = tf.reduce_sum(total)
+                objective = self.objective(z, images)
             grad = tape.gradient(objective, z)
             step = step + 1
             m = s.beta_1 * m + (1.0 - s.beta_1) * grad
@@ -94,10 +116,20 @@ class LatentOptimizer:
             v_hat = v / (1.0 - tf.pow(s.beta_2, t))
             z = z - s.learning_rate * m_hat / (tf.sqrt(v_hat) + s.epsilon)
             z = clip_latent(z, s.clipping, tf.stack([tf.constant(s.seed, tf.int32), step]))
+            return count + 1, z, m, v, step
+
+        _, z, m, v, step = tf.while_loop(lambda count, *_: count < iterations, adam_step,
+                                         (tf.constant(0, tf.int32), z, m, v, step))
         return z, m, v, step
 
+    @tf.function(reduce_retracing=True, autograph=False)
+    def _compiled_losses(self, z, images):
+        return self.losses(z, images)
+
     def evaluate(self, z, images):
-        total, contextual, perceptual = self.losses(tf.convert_to_tensor(z), tf.convert_to_tensor(images))
+        """Per-image ``(total, contextual, perceptual)`` losses as NumPy arrays ``[B]``."""
+        total, contextual, perceptual = self._compiled_losses(tf.convert_to_tensor(z, tf.float32),
+                                                              tf.convert_to_tensor(images, tf.float32))
         return total.numpy(), contextual.numpy(), perceptual.numpy()
 
 
