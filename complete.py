@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="weight of the perceptual loss per image (default: 0.003 in inpaint "
                              "mode, 0 in latent mode)")
     parser.add_argument("--lr", type=float, default=0.005, help="Adam learning rate on z (default: 0.005)")
+    parser.add_argument("--blend", default="poisson", choices=("poisson", "opencv"),
+                        help="blending of G(z) into the hole: 'poisson' solves the Poisson equation "
+                             "with every known pixel as boundary (default); 'opencv' is the study's "
+                             "seamlessClone, which keeps the original's pixels on the hole's outer ring")
     parser.add_argument("--weighted_context", action="store_true",
                         help="importance-weighted context loss of Yeh et al. (7x7 window)")
     parser.add_argument("--restarts", type=int, default=1,
@@ -80,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
 # Settings that must match to resume; the value assumed for configs written
 # before the setting was recorded.
 _RESUME_KEYS = {"settings": None, "iterations": None, "mask": None, "checkpoint": None,
-                "mode": "inpaint", "weighted_context": False}
+                "mode": "inpaint", "weighted_context": False, "blend": "poisson"}
 
 
 def _check_earlier_settings(out_dir: Path, current: dict, overwrite: bool) -> None:
@@ -191,12 +195,13 @@ def main(argv=None) -> int:
     job = CompletionJob(test_dir=str(test_dir), names=names, out_dir=str(out_dir),
                         iterations=args.iterations, batch_size=args.batch_size,
                         save_every=args.save_every, start=args.start, end=args.end,
-                        overwrite=args.overwrite, progress=args.progress, mode=args.mode)
+                        overwrite=args.overwrite, progress=args.progress, mode=args.mode,
+                        blend=args.blend)
     if args.batch_size < 1:
         raise ValueError(f"--batch_size must be at least 1, got {args.batch_size}")
 
     current = {"settings": settings.__dict__, "iterations": args.iterations, "mask": mask_name,
-               "mode": args.mode, "weighted_context": args.weighted_context,
+               "mode": args.mode, "weighted_context": args.weighted_context, "blend": args.blend,
                "checkpoint": {"model": meta["model"], "step": meta["step"]}}
     _check_earlier_settings(out_dir, current, args.overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,7 @@ import numpy as np
 from tqdm import tqdm
 
 from study import fill_quality
-from study.blend import overlay, poisson_blend
+from study.blend import BLENDERS, overlay
 from study.images import Preprocessing, UnreadableImage, load_face, save_rgb, to_uint8, to_unit_range
 from study.inpaint import InpaintSettings, LatentOptimizer, optimize_batch
 
@@ -57,10 +57,13 @@ class CompletionJob:
     overwrite: bool = False
     progress: bool = True
     mode: str = "inpaint"
+    blend: str = "poisson"
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}; valid: {', '.join(MODES)}")
+        if self.blend not in BLENDERS:
+            raise ValueError(f"unknown blending {self.blend!r}; valid: {', '.join(BLENDERS)}")
 
 
 def select_images(job: CompletionJob, prep: Preprocessing):
@@ -120,7 +123,8 @@ def _complete_selected(gan, known, weights, settings, job, indices, faces, metho
         for idx, original in zip(batch_idx, originals):
             _start_image(out_dir / str(idx), original, known, job.mode)
 
-        writer = IterationWriter(gan, out_dir, batch_idx, originals, known, job.mode, job.iterations)
+        writer = IterationWriter(gan, out_dir, batch_idx, originals, known, job.mode, job.iterations,
+                                 blend=job.blend)
         z_best, final_losses, best = optimize_batch(optimizer, images, batch_idx, job.iterations,
                                                     job.save_every, writer)
         total, contextual, perceptual = optimizer.evaluate(z_best, images)
@@ -167,8 +171,9 @@ class IterationWriter:
     """
 
     def __init__(self, gan, out_dir: Path, indices, originals: np.ndarray, known: np.ndarray,
-                 mode: str, final_iteration: int):
+                 mode: str, final_iteration: int, blend: str = "poisson"):
         self.gan = gan
+        self.blend = BLENDERS[blend]
         self.out_dir = out_dir
         self.indices = indices
         self.originals = originals
@@ -186,7 +191,7 @@ class IterationWriter:
             if self.mode == "latent":
                 final.append({"blend_method": "none"})
                 continue
-            blended, method = poisson_blend(original, gz, self.known)
+            blended, method = self.blend(original, gz, self.known)
             overlaid = overlay(original, gz, self.known)
             save_rgb(folder / "gen_images" / f"gen_{iteration}.jpg", blended)
             save_rgb(folder / "gen_images_overlay" / f"gen_{iteration}.jpg", overlaid)

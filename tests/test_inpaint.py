@@ -480,3 +480,22 @@ def test_mask_figure_writes_png(tmp_path, capsys):
     assert image.shape[0] > 200
     assert image.shape[1] > 400
     assert "masks.png" in capsys.readouterr().out
+
+
+def test_opencv_blend_is_the_studys_seamless_clone():
+    from study.blend import opencv_blend
+
+    original = synthetic_rgb(11, 64, 64)
+    generated = synthetic_rgb(12, 64, 64)
+    mask = make_mask("center", 64)
+    blended, method = opencv_blend(original, generated, mask)
+    assert method == "opencv"
+    assert np.array_equal(blended[mask > 0.5], original[mask > 0.5])
+    # The documented flaw of seamlessClone: the hole's outer ring keeps the original's pixels.
+    ring = np.zeros((64, 64), bool)
+    ring[16:48, 16:48] = True
+    ring[17:47, 17:47] = False
+    assert np.array_equal(blended[ring], original[ring])
+    top_row = np.ones((64, 64), np.float32)
+    top_row[0, :] = 0
+    assert opencv_blend(original, generated, top_row)[1] == "overlay"
