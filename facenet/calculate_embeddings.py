@@ -1,6 +1,11 @@
 #!/usr/bin/env python3
 """Compute face embeddings of the train or test images, or of a GAN's final G(z)
-inpaintings, and write them to <root>/embeddings/<source>__<protocol>.npz."""
+inpaintings, and write them to <root>/embeddings/<source>__<protocol>.npz.
+
+All sources go through one protocol: the 64 px training crop of convert.py,
+scaled up to the backend's input size, aligned and standardized. The protocol
+name in each file name says which, and underfit.py compares only files of
+one protocol."""
 
 from __future__ import annotations
 
@@ -14,9 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import argparse  # noqa: E402
 import logging  # noqa: E402
 
-from facenet.backends import DEFAULT_BACKEND, backend_names, get_backend  # noqa: E402
-from facenet.inputs import (ExactSizeLoader, FaceLoader, inpaint_items, inpaint_models,  # noqa: E402
-                            read_preprocessing, split_items)
+from facenet.inputs import (ExactSizeLoader, FaceLoader, FullResolutionLoader,  # noqa: E402
+                            inpaint_items, inpaint_models, read_preprocessing, split_items)
+from facenet.options import add_backend_arguments, backend_from_args  # noqa: E402
 from facenet.store import embed_images, embedding_file  # noqa: E402
 from study import presets, provenance  # noqa: E402
 from study.cli import run_main, setup_logging  # noqa: E402
@@ -34,14 +39,23 @@ def build_parser() -> argparse.ArgumentParser:
                              "training) or the final G(z) of --gan (used as they are)")
     parser.add_argument("--gan", help="with --src inpaint: model folder name under the "
                                       "completions folder, or 'all' for every model found")
-    parser.add_argument("--embedder", choices=backend_names(), default=DEFAULT_BACKEND,
-                        help=f"embedding backend (default: {DEFAULT_BACKEND})")
+    add_backend_arguments(parser)
+    parser.add_argument("--train_full_resolution", action="store_true",
+                        help="with --src train: embed the training images whole, at full "
+                             "resolution, instead of through the 64 px training crop. This "
+                             "reproduces the study's setting, which compares full-resolution "
+                             "training faces with 64 px inpaintings; it gives its own protocol "
+                             "name, so underfit.py will not mix these files with 64 px ones "
+                             "(default: off)")
     presets.add_preset_argument(parser)
     parser.add_argument("--batch_size", type=int, default=None,
                         help="images per embedding call" + presets.preset_help("embed", "batch_size"))
     parser.add_argument("--checkpoint_every", type=int, default=10,
                         help="save the partial embedding file every this many batches, so a "
                              "killed run resumes (default: 10)")
+    parser.add_argument("--checkpoint_seconds", type=float, default=60.0,
+                        help="save the partial embedding file at most once per this many "
+                             "seconds, because every save rewrites the whole file (default: 60)")
     parser.add_argument("--clipping", default="stochastic",
                         help="with --src inpaint: clipping of the completions (default: stochastic)")
     parser.add_argument("--maskType", default="center",
@@ -56,10 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def plan_jobs(args: argparse.Namespace, layout: Layout, prep) -> list[tuple[str, list, object]]:
     """Return ``(source, items, loader)`` for every embedding file this run writes."""
+    if args.train_full_resolution and args.src != "train":
+        raise ValueError(f"--train_full_resolution applies only to --src train, not --src {args.src}")
     if args.src in ("train", "test"):
         if args.gan:
             raise ValueError(f"--gan applies only to --src inpaint, not --src {args.src}")
-        return [(args.src, split_items(layout, args.src), FaceLoader(prep))]
+        loader = FullResolutionLoader() if args.train_full_resolution else FaceLoader(prep)
+        return [(args.src, split_items(layout, args.src), loader)]
     if not args.gan:
         raise ValueError("--gan is required with --src inpaint: a model name or 'all'")
     if args.gan == "all":
@@ -78,23 +95,27 @@ def main(argv=None) -> int:
     layout = Layout(args.root)
     prep = read_preprocessing(layout)
     jobs = plan_jobs(args, layout, prep)
-    backend = get_backend(args.embedder, image_size=prep.size)
+    backend = backend_from_args(args, None if args.train_full_resolution else prep)
     protocol = backend.protocol_name()
     log.info("embedding with protocol %s", protocol)
+    if args.train_full_resolution:
+        log.warning("--train_full_resolution: the training embeddings get protocol %s, which is "
+                    "comparable only with other full-resolution embeddings", protocol)
 
     outputs = {}
     for source, items, loader in jobs:
         out_path = embedding_file(layout.embeddings, source, protocol)
         result = embed_images(items, backend, loader, out_path, source, loader.describe(),
                               batch_size=args.batch_size, checkpoint_every=args.checkpoint_every,
-                              overwrite=args.overwrite, progress=args.progress)
+                              checkpoint_seconds=args.checkpoint_seconds, overwrite=args.overwrite,
+                              progress=args.progress, workers=args.workers)
         outputs[source] = {"file": str(out_path), "images": len(result.embeddings),
                            "computed": result.computed, "reused": result.reused,
                            "unreadable": result.unreadable,
                            "face_not_found": int((~result.embeddings.face_found).sum())}
     provenance.record(layout.embeddings, "embeddings",
                       {**vars(args), "protocol": protocol, "preprocessing": prep.as_dict(),
-                       "outputs": outputs})
+                       "protocol_details": backend.protocol_details(), "outputs": outputs})
     return 0
 
 

@@ -19,9 +19,9 @@ import logging  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from facenet.backends import DEFAULT_BACKEND, backend_names, get_backend  # noqa: E402
 from facenet.distance import cosine_distance  # noqa: E402
 from facenet.inputs import ExactSizeLoader, read_image_database, read_preprocessing  # noqa: E402
+from facenet.options import add_backend_arguments, backend_from_args  # noqa: E402
 from facenet.store import EmbeddingSet, embed_images, embedding_file, require_same_protocol  # noqa: E402
 from study import presets, provenance  # noqa: E402
 from study.cli import run_main, setup_logging  # noqa: E402
@@ -34,8 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--root", default="experiment",
                         help="experiment output folder (default: experiment)")
-    parser.add_argument("--embedder", choices=backend_names(), default=DEFAULT_BACKEND,
-                        help=f"embedding backend (default: {DEFAULT_BACKEND})")
+    add_backend_arguments(parser)
     presets.add_preset_argument(parser)
     parser.add_argument("--batch_size", type=int, default=None,
                         help="images per embedding call" + presets.preset_help("embed", "batch_size"))
@@ -118,14 +117,14 @@ def main(argv=None) -> int:
     database = read_image_database(layout.imagesdb)
     log.info("image database %s: %d originals, models %s", layout.imagesdb,
              len(database.originals), ", ".join(database.models))
-    backend = get_backend(args.embedder, image_size=prep.size)
+    backend = backend_from_args(args, prep)
     protocol = backend.protocol_name()
     loader = ExactSizeLoader(prep.size)
 
     def embed(source: str, items) -> EmbeddingSet:
         return embed_images(items, backend, loader, embedding_file(layout.embeddings, source, protocol),
                             source, loader.describe(), batch_size=args.batch_size,
-                            progress=args.progress).embeddings
+                            progress=args.progress, workers=args.workers).embeddings
 
     original = embed("db_original", database.originals)
     generated = {model: embed(f"db_{model}", items) for model, items in database.generated.items()}
@@ -141,6 +140,7 @@ def main(argv=None) -> int:
                                   "imagesdb": str(layout.imagesdb.resolve()),
                                   "models": database.models})
     provenance.record(layout.root, "gans_compare", {**vars(args), "protocol": protocol,
+                                                    "protocol_details": backend.protocol_details(),
                                                     "models": database.models,
                                                     "rows": len(table)})
     means = ", ".join(f"{model} {table[model].mean():.4f}" for model in database.models)

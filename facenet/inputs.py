@@ -43,6 +43,21 @@ class FaceLoader:
 
 
 @dataclass(frozen=True)
+class FullResolutionLoader:
+    """Decode a dataset image whole, without the training crop and resize.
+
+    Only for ``--train_full_resolution``, which reproduces the study's
+    setting of full-resolution training embeddings.
+    """
+
+    def __call__(self, path: Path) -> np.ndarray:
+        return decode_rgb(path)
+
+    def describe(self) -> str:
+        return json.dumps({"loader": "decode_rgb", "size": "full"}, sort_keys=True)
+
+
+@dataclass(frozen=True)
 class ExactSizeLoader:
     """Decode an image that is already preprocessed (G(z), database images) without cropping.
 

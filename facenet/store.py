@@ -11,14 +11,19 @@ images). Every array has a plain dtype, so files load with
 
 :func:`embed_images` fills a file batch by batch, rewriting it atomically
 every few batches. A rerun reuses every vector whose file hash is already
-stored, so a killed run resumes where it stopped.
+stored, so a killed run resumes where it stopped. With ``workers`` > 1 the
+batches are embedded in that many processes, each with its own backend.
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import re
+import time
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
@@ -169,8 +174,8 @@ def require_same_protocol(sets: Mapping[str, EmbeddingSet]) -> str:
 
     Raises ValueError naming two differing protocols and their labels.
     """
-    # NOTE: the crop fraction of train/test images is stored in each set's
-    # ``preprocessing`` but is not part of the protocol, so it is not compared here.
+    # The protocol names the crop fraction to 6 significant digits. The exact
+    # value is in each set's ``preprocessing`` and is not compared here.
     if not sets:
         raise ValueError("no embedding sets to compare")
     first_label, first = next(iter(sets.items()))
@@ -202,9 +207,10 @@ class EmbedResult:
 
 
 class _Accumulator:
-    """Rows gathered during one run, in input order, plus reusable vectors by file hash."""
+    """Rows gathered during one run with their input positions, plus reusable vectors by file hash."""
 
     def __init__(self, previous: EmbeddingSet | None):
+        self.positions: list[int] = []
         self.keys: list[str] = []
         self.paths: list[str] = []
         self.hashes: list[str] = []
@@ -216,7 +222,9 @@ class _Accumulator:
             for row, digest in enumerate(previous.sha256.tolist()):
                 self.known[digest] = (previous.embeddings[row], bool(previous.face_found[row]))
 
-    def add(self, item: ImageItem, digest: str, vector: np.ndarray, found: bool) -> None:
+    def add(self, position: int, item: ImageItem, digest: str, vector: np.ndarray,
+            found: bool) -> None:
+        self.positions.append(position)
         self.keys.append(item.key)
         self.paths.append(str(item.path))
         self.hashes.append(digest)
@@ -226,8 +234,14 @@ class _Accumulator:
 
     def to_set(self, dim: int, protocol: str, source: str, preprocessing: str,
                complete: bool) -> EmbeddingSet:
-        keys, paths, hashes = list(self.keys), list(self.paths), list(self.hashes)
-        found, vectors = list(self.found), list(self.vectors)
+        # Reused rows are added at once and computed rows a batch later, so
+        # sort by input position to store the rows in the order of the items.
+        order = sorted(range(len(self.positions)), key=self.positions.__getitem__)
+        keys = [self.keys[row] for row in order]
+        paths = [self.paths[row] for row in order]
+        hashes = [self.hashes[row] for row in order]
+        found = [self.found[row] for row in order]
+        vectors = [self.vectors[row] for row in order]
         if not complete and self.previous is not None:
             # Keep the earlier file's rows not yet visited, so a kill before
             # the end loses none of the work done by earlier runs.
@@ -244,6 +258,92 @@ class _Accumulator:
         return EmbeddingSet(keys=keys, paths=paths, sha256=hashes, face_found=found,
                             embeddings=matrix, protocol=protocol, source=source,
                             preprocessing=preprocessing, complete=complete)
+
+
+@dataclass
+class _Batch:
+    """Images of one batch, as ``(input position, item, file hash)``, and what embedding them gave."""
+
+    entries: list[tuple[int, ImageItem, str]]
+    embedded: list[tuple[int, ImageItem, str]] = field(default_factory=list)
+    vectors: np.ndarray | None = None
+    found: np.ndarray | None = None
+    unreadable: list[str] = field(default_factory=list)
+
+
+def _embed_batch(batch: _Batch, backend: EmbeddingBackend,
+                 load_image: Callable[[Path], np.ndarray]) -> _Batch:
+    """Decode and embed one batch. Files that do not decode are listed in ``batch.unreadable``."""
+    images = []
+    for entry in batch.entries:
+        item = entry[1]
+        try:
+            images.append(load_image(item.path))
+            batch.embedded.append(entry)
+        except (UnreadableImage, OSError) as exc:
+            batch.unreadable.append(f"{item.path} ({exc})")
+    if images:
+        batch.vectors, batch.found = backend.embed(images)
+    return batch
+
+
+# The backend of a worker process, built once by _start_worker.
+_worker_backend: EmbeddingBackend | None = None
+
+
+def _start_worker(backend_class: type[EmbeddingBackend], options: dict) -> None:
+    global _worker_backend
+    _worker_backend = backend_class(**options)
+
+
+def _embed_batch_in_worker(batch: _Batch, load_image: Callable[[Path], np.ndarray]) -> _Batch:
+    return _embed_batch(batch, _worker_backend, load_image)
+
+
+class _BatchRunner:
+    """Embed batches in this process, or in ``workers`` processes with results kept in submission order.
+
+    Each worker decodes and embeds one batch at a time, and at most two
+    batches per worker are submitted at once, so only ``workers`` batches
+    are held decoded.
+    """
+
+    def __init__(self, backend: EmbeddingBackend, load_image: Callable[[Path], np.ndarray],
+                 workers: int):
+        self.backend = backend
+        self.load_image = load_image
+        self.workers = workers
+        self.in_flight: deque[Future] = deque()
+        self.pool = None
+        if workers > 1:
+            if backend.build_options is None:
+                raise ValueError("workers > 1 needs a backend built with facenet.backends.get_backend, "
+                                 "so that each worker process can build the same backend")
+            # "spawn" because a forked copy of a process that already runs
+            # TensorFlow or dlib threads can deadlock.
+            self.pool = ProcessPoolExecutor(
+                max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_worker, initargs=(type(backend), backend.build_options))
+
+    def submit(self, batch: _Batch) -> list[_Batch]:
+        """Start embedding ``batch`` and return the batches finished so far, in submission order."""
+        if self.pool is None:
+            return [_embed_batch(batch, self.backend, self.load_image)]
+        self.in_flight.append(self.pool.submit(_embed_batch_in_worker, batch, self.load_image))
+        finished = []
+        while len(self.in_flight) >= 2 * self.workers:
+            finished.append(self.in_flight.popleft().result())
+        return finished
+
+    def finish(self) -> list[_Batch]:
+        """Wait for every batch still in flight and return them in submission order."""
+        finished = [future.result() for future in self.in_flight]
+        self.in_flight.clear()
+        return finished
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _read_previous(out_path: Path, protocol: str, source: str, preprocessing: str,
@@ -264,22 +364,31 @@ def _read_previous(out_path: Path, protocol: str, source: str, preprocessing: st
 def embed_images(items: Sequence[ImageItem], backend: EmbeddingBackend,
                  load_image: Callable[[Path], np.ndarray], out_path: str | os.PathLike,
                  source: str, preprocessing: str, batch_size: int = 64,
-                 checkpoint_every: int = 10, overwrite: bool = False,
-                 progress: bool = True) -> EmbedResult:
+                 checkpoint_every: int = 10, checkpoint_seconds: float = 60.0,
+                 overwrite: bool = False, progress: bool = True, workers: int = 1) -> EmbedResult:
     """Embed ``items`` in batches, write them to ``out_path`` and return the counts.
 
     Images whose sha256 is already in ``out_path`` (from an earlier or an
     interrupted run) are not embedded again unless ``overwrite``. Only one
-    batch of decoded images is held in memory at a time. Files that
-    ``load_image`` cannot read (UnreadableImage, OSError) are skipped and
-    named in a warning. The file is rewritten every ``checkpoint_every``
-    batches, marked partial, and once more at the end, marked complete,
-    with exactly the readable ``items`` in their order.
+    batch of decoded images is held in memory at a time, in each worker
+    process with ``workers`` > 1. Files that ``load_image`` cannot read
+    (UnreadableImage, OSError) are skipped and named in a warning. The file
+    is rewritten, marked partial, once ``checkpoint_every`` batches and
+    ``checkpoint_seconds`` have passed since the last save, and once more at
+    the end, marked complete, with exactly the readable ``items`` in their
+    order. The time floor keeps the rewrites of a file with 100,000s of rows
+    from dominating the run.
+
+    With ``workers`` > 1, batches are embedded in that many processes, each
+    building the backend again from ``backend.build_options`` (set by
+    get_backend), and ``load_image`` must be picklable.
     """
     if batch_size < 1:
         raise ValueError(f"--batch_size must be at least 1, got {batch_size}")
     if checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be at least 1, got {checkpoint_every}")
+    if workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {workers}")
     duplicated = _duplicates(item.key for item in items)
     if duplicated:
         raise ValueError(f"image keys must be unique, but these repeat: {', '.join(duplicated[:10])}")
@@ -292,51 +401,54 @@ def embed_images(items: Sequence[ImageItem], backend: EmbeddingBackend,
 
     rows = _Accumulator(previous)
     result = EmbedResult(path=out_path)
-    pending: list[tuple[ImageItem, str]] = []
+    pending: list[tuple[int, ImageItem, str]] = []
     batches_since_save = 0
+    last_save = time.monotonic()
     bar = tqdm(total=len(items), desc=f"embed {source}", unit="img", disable=not progress)
 
-    def flush() -> None:
-        nonlocal batches_since_save
-        images, loaded = [], []
-        for item, digest in pending:
-            try:
-                images.append(load_image(item.path))
-                loaded.append((item, digest))
-            except (UnreadableImage, OSError) as exc:
-                result.unreadable.append(f"{item.path} ({exc})")
-        if images:
-            vectors, found = backend.embed(images)
-            for (item, digest), vector, face_found in zip(loaded, vectors, found):
-                rows.add(item, digest, vector, face_found)
-            result.computed += len(images)
-        bar.update(len(pending))
-        pending.clear()
-        batches_since_save += 1
-        if batches_since_save >= checkpoint_every:
+    def record(finished: list[_Batch]) -> None:
+        nonlocal batches_since_save, last_save
+        for batch in finished:
+            result.unreadable.extend(batch.unreadable)
+            if batch.embedded:
+                for (position, item, digest), vector, face_found in zip(
+                        batch.embedded, batch.vectors, batch.found):
+                    rows.add(position, item, digest, vector, face_found)
+                result.computed += len(batch.embedded)
+            bar.update(len(batch.entries))
+            batches_since_save += 1
+        now = time.monotonic()
+        if batches_since_save >= checkpoint_every and now - last_save >= checkpoint_seconds:
             save_embeddings(out_path, rows.to_set(backend.dim, protocol, source, preprocessing,
                                                   complete=False))
             batches_since_save = 0
+            last_save = now
 
-    for item in items:
-        try:
-            digest = sha256_file(item.path)
-        except OSError as exc:
-            result.unreadable.append(f"{item.path} ({exc.strerror or exc})")
-            bar.update(1)
-            continue
-        if digest in rows.known:
-            vector, found = rows.known[digest]
-            rows.add(item, digest, vector, found)
-            result.reused += 1
-            bar.update(1)
-            continue
-        pending.append((item, digest))
-        if len(pending) >= batch_size:
-            flush()
-    if pending:
-        flush()
-    bar.close()
+    runner = _BatchRunner(backend, load_image, workers)
+    try:
+        for position, item in enumerate(items):
+            try:
+                digest = sha256_file(item.path)
+            except OSError as exc:
+                result.unreadable.append(f"{item.path} ({exc.strerror or exc})")
+                bar.update(1)
+                continue
+            if digest in rows.known:
+                vector, found = rows.known[digest]
+                rows.add(position, item, digest, vector, found)
+                result.reused += 1
+                bar.update(1)
+                continue
+            pending.append((position, item, digest))
+            if len(pending) >= batch_size:
+                record(runner.submit(_Batch(list(pending))))
+                pending.clear()
+        if pending:
+            record(runner.submit(_Batch(list(pending))))
+        record(runner.finish())
+    finally:
+        runner.close()
+        bar.close()
 
     result.embeddings = rows.to_set(backend.dim, protocol, source, preprocessing, complete=True)
     save_embeddings(out_path, result.embeddings)

@@ -7,6 +7,8 @@ import logging
 import math
 import subprocess
 import sys
+import tracemalloc
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +22,7 @@ from facenet.distance import cosine_distance, cosine_distance_matrix
 from facenet.inputs import ExactSizeLoader, inpaint_items, split_items
 from facenet.store import (EmbeddingSet, ImageItem, embed_images, embedding_file, load_embeddings,
                            require_same_protocol, save_embeddings)
-from study.images import decode_rgb, load_face
+from study.images import Preprocessing, decode_rgb, load_face
 from study.layout import Layout
 from study.split import final_iteration_file
 
@@ -36,8 +38,8 @@ class MeanColourBackend(EmbeddingBackend):
     name = "test-mean-colour"
     dim = 3
 
-    def __init__(self, image_size: int = 64):
-        super().__init__(image_size)
+    def __init__(self, preprocessing: Preprocessing | None = Preprocessing()):
+        super().__init__(preprocessing)
         self.calls = 0
         self.images_seen = 0
 
@@ -54,8 +56,8 @@ class MeanColourBackend(EmbeddingBackend):
 class FailingBackend(MeanColourBackend):
     """Raises on call number ``fail_on``, like a run killed part of the way through."""
 
-    def __init__(self, fail_on: int, image_size: int = 64):
-        super().__init__(image_size)
+    def __init__(self, fail_on: int):
+        super().__init__()
         self.fail_on = fail_on
 
     def _embed_valid(self, images):
@@ -112,7 +114,7 @@ def test_backend_rejects_wrong_image_size():
 
 def test_dlib_protocol_name(dlib_backend):
     protocol = dlib_backend.protocol_name()
-    assert protocol.startswith("dlib-landmarks-64px-")
+    assert protocol.startswith("dlib-landmarks-crop0.780488-64px-in150px-")
     assert len(protocol.rsplit("-", 1)[1]) == 8
     assert dlib_backend.dim == 128
 
@@ -297,7 +299,7 @@ def test_embed_images_resumes_after_kill(tmp_path):
     out = tmp_path / "emb.npz"
     with pytest.raises(KeyboardInterrupt):
         embed_images(items, FailingBackend(fail_on=3), decode_rgb, out, "test", "{}",
-                     batch_size=2, checkpoint_every=1, progress=False)
+                     batch_size=2, checkpoint_every=1, checkpoint_seconds=0, progress=False)
     with pytest.raises(ValueError, match="partial"):
         load_embeddings(out)
     assert len(load_embeddings(out, allow_partial=True)) == 4
@@ -454,7 +456,7 @@ def test_calculate_embeddings_cli(tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=120)
 
     assert completed.returncode == 0, completed.stderr
-    files = list(layout.embeddings.glob("test__dlib-landmarks-64px-*.npz"))
+    files = list(layout.embeddings.glob("test__dlib-landmarks-crop0.780488-64px-in150px-*.npz"))
     assert len(files) == 1, completed.stderr
     loaded = load_embeddings(files[0])
     assert loaded.keys.tolist() == names
@@ -469,3 +471,206 @@ def test_calculate_embeddings_cli_requires_gan(tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=120)
     assert completed.returncode == 2
     assert "--gan is required" in completed.stderr
+
+
+# ---------------------------------------------------------------- protocol options
+
+
+def test_dlib_alignment_none_protocol(dlib_backend):
+    backend = get_backend("dlib", alignment="none")
+    vectors, found = backend.embed([smooth_image(3)])
+
+    assert backend.protocol_name().startswith("dlib-none-crop0.780488-64px-in150px-")
+    assert backend.protocol_name() != dlib_backend.protocol_name()
+    assert vectors.shape == (1, 128)
+    assert np.isfinite(vectors).all()
+    assert not found[0], "alignment none runs no detector, so no face can be recorded"
+
+
+def test_dlib_rejects_mtcnn_alignment():
+    with pytest.raises(ValueError) as info:
+        get_backend("dlib", alignment="mtcnn")
+    assert "'mtcnn'" in str(info.value)
+    assert "landmarks, none" in str(info.value)
+
+
+def test_dlib_full_resolution_input(celeba_dir):
+    backend = get_backend("dlib", preprocessing=None)
+    image = decode_rgb(sorted(celeba_dir.glob("*.jpg"))[0])
+    assert image.shape[:2] != (64, 64)
+
+    vectors, found = backend.embed([image])
+
+    assert backend.protocol_name().startswith("dlib-landmarks-fullres-in150px-")
+    assert np.isfinite(vectors).all()
+    assert found[0]
+
+
+def test_backend_options_reject_facenet_flags_for_dlib():
+    from facenet.options import add_backend_arguments, backend_from_args
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_backend_arguments(parser)
+    args = parser.parse_args(["--embedder", "dlib", "--model_path", "model.pb"])
+    with pytest.raises(ValueError, match="--model_path applies only to --embedder facenet"):
+        backend_from_args(args, Preprocessing())
+
+
+def test_get_backend_image_size_means_default_crop():
+    backend = get_backend("dlib", image_size=32)
+    assert backend.preprocessing == Preprocessing(size=32)
+    assert "crop0.780488-32px" in backend.protocol_name()
+
+
+# ---------------------------------------------------------------- bad input, recorded
+
+
+def test_dlib_degenerate_images_recorded(dlib_backend, tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.fromarray(flat_image(0)).save(folder / "black.png")
+    Image.fromarray(flat_image(128)).save(folder / "gray.png")
+    Image.fromarray(smooth_image(7).mean(axis=2).astype(np.uint8), mode="L").save(folder / "mono.jpg")
+    items = [ImageItem(key=name, path=folder / name) for name in ("black.png", "gray.png", "mono.jpg")]
+
+    result = embed_images(items, dlib_backend, decode_rgb, tmp_path / "e.npz", "test", "{}",
+                          progress=False)
+
+    loaded = load_embeddings(result.path)
+    assert loaded.keys.tolist() == ["black.png", "gray.png", "mono.jpg"]
+    assert np.isfinite(loaded.embeddings).all()
+    assert loaded.face_found.tolist() == [False, False, False]
+
+
+# ---------------------------------------------------------------- scale and resume
+
+
+def test_embed_images_keeps_input_order_with_reuse(tmp_path):
+    items = write_images(tmp_path / "images", 5)
+    out = tmp_path / "emb.npz"
+    embed_images([items[1], items[3]], MeanColourBackend(), decode_rgb, out, "test", "{}",
+                 progress=False)
+
+    result = embed_images(items, MeanColourBackend(), decode_rgb, out, "test", "{}", batch_size=2,
+                          progress=False)
+
+    assert (result.computed, result.reused) == (3, 2)
+    assert load_embeddings(out).keys.tolist() == [item.key for item in items]
+
+
+def test_embed_images_checkpoint_time_floor(tmp_path):
+    items = write_images(tmp_path / "images", 7)
+    out = tmp_path / "emb.npz"
+    with pytest.raises(KeyboardInterrupt):
+        embed_images(items, FailingBackend(fail_on=3), decode_rgb, out, "test", "{}",
+                     batch_size=2, checkpoint_every=1, checkpoint_seconds=3600, progress=False)
+    assert not out.exists(), "a checkpoint was saved before checkpoint_seconds had passed"
+
+
+class CountingLoader:
+    """Make a synthetic 128 px image per call and track how many are alive at once."""
+
+    def __init__(self):
+        self.alive = 0
+        self.max_alive = 0
+        self.loaded = 0
+
+    def __call__(self, path: Path) -> np.ndarray:
+        image = np.full((128, 128, 3), self.loaded % 256, dtype=np.uint8)
+        self.loaded += 1
+        self.alive += 1
+        self.max_alive = max(self.max_alive, self.alive)
+        weakref.finalize(image, self._release)
+        return image
+
+    def _release(self) -> None:
+        self.alive -= 1
+
+
+def test_embed_images_holds_one_batch(tmp_path):
+    folder = tmp_path / "files"
+    folder.mkdir()
+    items = []
+    for i in range(300):
+        path = folder / f"{i}.bin"
+        path.write_text(str(i))
+        items.append(ImageItem(key=path.name, path=path))
+    loader = CountingLoader()
+
+    tracemalloc.start()
+    try:
+        result = embed_images(items, MeanColourBackend(Preprocessing(size=128)), loader,
+                              tmp_path / "e.npz", "test", "{}", batch_size=8, progress=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert loader.loaded == 300
+    assert result.computed == 300
+    assert loader.max_alive <= 8, f"{loader.max_alive} decoded images were alive at once"
+    # 300 decoded images take 14.7 MB; one batch of 8 takes 0.4 MB.
+    all_images_bytes = 300 * 128 * 128 * 3
+    assert peak < all_images_bytes / 4, f"peak traced memory {peak} bytes"
+
+
+def test_workers_need_get_backend(tmp_path):
+    items = write_images(tmp_path / "images", 2)
+    with pytest.raises(ValueError, match="get_backend"):
+        embed_images(items, MeanColourBackend(), decode_rgb, tmp_path / "e.npz", "test", "{}",
+                     progress=False, workers=2)
+
+
+def test_dlib_workers_match_single_process(dlib_backend, tmp_path):
+    folder = tmp_path / "images"
+    items = [ImageItem(key=f"{seed}.jpg", path=write_jpeg(folder / f"{seed}.jpg", smooth_image(seed)))
+             for seed in range(6)]
+    loader = ExactSizeLoader(64)
+
+    single = embed_images(items, dlib_backend, loader, tmp_path / "one.npz", "test",
+                          loader.describe(), batch_size=2, progress=False)
+    parallel = embed_images(items, dlib_backend, loader, tmp_path / "two.npz", "test",
+                            loader.describe(), batch_size=2, progress=False, workers=2)
+
+    assert parallel.embeddings.keys.tolist() == single.embeddings.keys.tolist()
+    np.testing.assert_array_equal(parallel.embeddings.embeddings, single.embeddings.embeddings)
+    np.testing.assert_array_equal(parallel.embeddings.face_found, single.embeddings.face_found)
+
+
+# ---------------------------------------------------------------- full-resolution training images
+
+
+def test_train_full_resolution_is_its_own_protocol(tmp_path):
+    import underfit
+    from facenet import calculate_embeddings
+
+    root = tmp_path / "root"
+    layout = Layout(root)
+    data = tmp_path / "data"
+    train_names = ["000001.jpg", "000002.jpg"]
+    for seed, name in enumerate(train_names):
+        write_jpeg(data / name, smooth_image(seed, 96))
+    write_jpeg(layout.test_images / "000003.jpg", smooth_image(3, 96))
+    (layout.split_dir / "train.txt").write_text("\n".join(train_names) + "\n")
+    (layout.split_dir / "test.txt").write_text("000003.jpg\n")
+    (layout.split_dir / "manifest.json").write_text(json.dumps({"data_dir": str(data)}))
+    write_jpeg(layout.completions("dcgan") / "0" / "gz" / "gz_10.jpg", smooth_image(4))
+    common = ["--root", str(root), "--no-progress"]
+
+    assert calculate_embeddings.main(common + ["--src", "train", "--train_full_resolution"]) == 0
+    assert calculate_embeddings.main(common + ["--src", "test"]) == 0
+    assert calculate_embeddings.main(common + ["--src", "inpaint", "--gan", "dcgan"]) == 0
+    with pytest.raises(ValueError, match="applies only to --src train"):
+        calculate_embeddings.main(common + ["--src", "test", "--train_full_resolution"])
+
+    train_file = next(layout.embeddings.glob("train__*.npz"))
+    test_file = next(layout.embeddings.glob("test__*.npz"))
+    train_protocol = load_embeddings(train_file).protocol
+    test_protocol = load_embeddings(test_file).protocol
+    assert "-fullres-" in train_protocol
+    assert "-crop0.780488-64px-" in test_protocol
+    assert train_file.stem.endswith(train_protocol)
+    with pytest.raises(ValueError) as info:
+        underfit.main(["--root", str(root), "--no-progress"])
+    assert repr(train_protocol) in str(info.value)
+    assert repr(test_protocol) in str(info.value)
