@@ -23,6 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--n_test", type=int, default=None,
                         help="number of held-out test images" + presets.preset_help("split", "n_test"))
     parser.add_argument("--seed", type=int, default=0, help="random seed of the split (default: 0)")
+    parser.add_argument("--split-by-identity", dest="identity_file", metavar="FILE",
+                        help="identity file with lines '<file name> <person id>' (CelebA: "
+                             "identity_CelebA.txt); draws whole persons for the test set until "
+                             "it has exactly --n_test images, so no person is on both sides")
     parser.add_argument("--db", action="store_true",
                         help="build imagesdb/<idx>/{original,masked,gen/<model>}.jpg from the "
                              "completions instead of splitting")
@@ -56,7 +60,8 @@ def main(argv=None) -> int:
     from study.split import split_dataset
 
     result = split_dataset(args.data, layout.split_dir, layout.test_images, args.n_test,
-                           args.seed, overwrite=args.overwrite, progress=args.progress)
+                           args.seed, overwrite=args.overwrite, progress=args.progress,
+                           identity_file=args.identity_file)
     if not result.reused:
         provenance.record(layout.split_dir, "split", vars(args))
     return 0

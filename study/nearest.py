@@ -1,17 +1,18 @@
 """Nearest training neighbours of face embeddings by cosine distance.
 
 Cosine distance is ``1 - cos(a, b)`` in ``[0, 2]``: 0 for vectors pointing
-the same way, 2 for opposite ones. The distances come from
-:mod:`facenet.distance` (float64, exact 0 for identical directions), the
-same code that the comparison stage uses. This module re-exports its
-``cosine_distance``.
+the same way, 2 for opposite ones. The distances follow the rule of
+:func:`facenet.distance.cosine_distance_matrix`, which the comparison stage
+uses: float64 unit vectors, ``1 - u.v``, entries below ``RECOMPUTE_BELOW``
+recomputed as ``|u - v|^2 / 2`` (exact 0 for identical directions), clipped
+to ``[0, 2]``. This module re-exports ``cosine_distance``.
 
 The training set can hold hundreds of thousands of vectors, so
 :func:`nearest_neighbors` walks it ``chunk`` rows at a time and keeps a
 running top-k per query. Memory does not grow with the training set: the
-temporaries are a few float64 matrices of ``[QUERY_BLOCK, chunk]``. Measured
-with NumPy 2.4: 1000 queries against 200000 x 128 float32 training vectors at
-the default chunk of 20000 peak at 0.8 GB resident memory, inputs included.
+temporaries are one float64 matrix of ``[QUERY_BLOCK, chunk]``, reused for
+every chunk, and the chunk's unit vectors. benchmarks/nearest.py measures
+time and peak memory (see docs/BENCHMARKS.md).
 
 Zero vectors and rows with NaN or infinite entries have no direction. They
 are left out of the search with a warning that names them: such a training
@@ -26,7 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
-from facenet.distance import cosine_distance, cosine_distance_matrix
+from facenet.distance import cosine_distance
 
 __all__ = ["cosine_distance", "describe_rows", "nearest_neighbors", "valid_rows"]
 
@@ -39,6 +40,12 @@ QUERY_BLOCK = 1024
 VALIDITY_BLOCK = 65536
 # Invalid rows named in one warning. The count covers the rest.
 MAX_NAMED_ROWS = 20
+# Distances below this are recomputed from the unit-vector difference, the
+# same threshold as facenet.distance (tests/test_underfit.py compares both).
+RECOMPUTE_BELOW = 1e-4
+# Up to this k, the k smallest distances of a block are picked by repeated
+# argmin, which is several times faster than argpartition for a small k.
+SMALL_K = 16
 
 
 def valid_rows(vectors: np.ndarray) -> np.ndarray:
@@ -49,10 +56,17 @@ def valid_rows(vectors: np.ndarray) -> np.ndarray:
     """
     vectors = np.asarray(vectors)
     mask = np.zeros(vectors.shape[0], dtype=bool)
+    # The float64 norm of float32 or float16 entries can neither overflow nor
+    # underflow to 0, so for those it is finite and non-zero exactly when all
+    # entries are finite and one is non-zero, which needs no float64 copy.
+    narrow = vectors.dtype in (np.float32, np.float16)
     for start in range(0, vectors.shape[0], VALIDITY_BLOCK):
-        block = vectors[start:start + VALIDITY_BLOCK].astype(np.float64)
+        block = vectors[start:start + VALIDITY_BLOCK]
+        if narrow:
+            mask[start:start + VALIDITY_BLOCK] = np.isfinite(block).all(axis=1) & (block != 0).any(axis=1)
+            continue
         with np.errstate(over="ignore", invalid="ignore"):
-            norms = np.linalg.norm(block, axis=1)
+            norms = np.linalg.norm(block.astype(np.float64), axis=1)
         mask[start:start + VALIDITY_BLOCK] = np.isfinite(norms) & (norms > 0)
     return mask
 
@@ -66,15 +80,57 @@ def describe_rows(rows: Sequence[int], keys: Sequence[str] | None) -> str:
     return text
 
 
+def _unit_rows(vectors: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Return the float64 unit vectors of valid rows ``[N, D]``, written into ``out`` when given."""
+    if out is None:
+        unit = vectors.astype(np.float64)
+    else:
+        np.copyto(out, vectors)
+        unit = out
+    # einsum sums the squares without the [N, D] temporary that np.linalg.norm makes.
+    unit /= np.sqrt(np.einsum("ij,ij->i", unit, unit))[:, None]
+    return unit
+
+
+def _distances(unit_queries: np.ndarray, unit_train: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Write the cosine distances ``[Q, C]`` of unit rows into ``out``, the rule of facenet.distance."""
+    np.matmul(unit_queries, unit_train.T, out=out)
+    np.subtract(1.0, out, out=out)
+    # Near-identical pairs are rare, and the minimum finds out whether there
+    # are any without the boolean temporary and scan of np.nonzero.
+    if out.size and out.min() < RECOMPUTE_BELOW:
+        rows, columns = np.nonzero(out < RECOMPUTE_BELOW)
+        out[rows, columns] = 0.5 * np.sum((unit_queries[rows] - unit_train[columns]) ** 2, axis=1)
+    return np.clip(out, 0.0, 2.0, out=out)
+
+
+def _smallest_by_argmin(distances: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(columns, values)`` of the ``k`` smallest entries per row, overwriting them with inf.
+
+    argmin returns the first of equal minima, so ties go to the lower column.
+    """
+    rows = np.arange(distances.shape[0])
+    picked = np.empty((distances.shape[0], k), dtype=np.int64)
+    values = np.empty((distances.shape[0], k))
+    for j in range(k):
+        column = distances.argmin(axis=1)
+        picked[:, j] = column
+        values[:, j] = distances[rows, column]
+        distances[rows, column] = np.inf
+    return picked, values
+
+
 def _block_top_k(distances: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Return ``(columns, values)`` of the ``min(k, C)`` smallest entries of each row.
 
     Among equal values the lower column wins, which is what makes the chunked
-    search return the same neighbours as a full sort.
+    search return the same neighbours as a full sort. May overwrite ``distances``.
     """
     rows, columns = distances.shape
     if columns <= k:
         return np.broadcast_to(np.arange(columns), (rows, columns)), distances
+    if k <= SMALL_K:
+        return _smallest_by_argmin(distances, k)
     picked = np.argpartition(distances, k - 1, axis=1)[:, :k]
     values = np.take_along_axis(distances, picked, axis=1)
     # argpartition picks an arbitrary subset of the entries equal to the k-th
@@ -142,21 +198,29 @@ def nearest_neighbors(queries: np.ndarray, train: np.ndarray, k: int, chunk: int
         log.warning("%d of %d query vector(s) are zero or not finite and get no neighbour "
                     "(distance NaN): %s", len(bad), queries.shape[0], describe_rows(bad, query_keys))
     query_rows = np.flatnonzero(query_valid)
-    valid_queries = queries[query_rows]
+    unit_queries = _unit_rows(queries[query_rows])
 
     # Slots start at +inf with the largest index, so any real candidate
     # replaces them.
     best_index = np.full((len(query_rows), k), np.iinfo(np.int64).max, dtype=np.int64)
     best_distance = np.full((len(query_rows), k), np.inf)
+    # Buffers reused by every chunk: allocating these large arrays anew each
+    # time costs page faults that take as long as the arithmetic.
+    chunk_rows = min(chunk, train.shape[0])
+    unit_buffer = np.empty((chunk_rows, train.shape[1]))
+    distance_buffer = np.empty(min(QUERY_BLOCK, len(query_rows)) * chunk_rows)
     for start in range(0, train.shape[0], chunk):
         # Global indices of this chunk's valid rows, in ascending order.
         columns = start + np.flatnonzero(train_valid[start:start + chunk])
         if len(columns) == 0:
             continue
-        block = train[columns]
+        block = train[start:start + chunk] if len(columns) == chunk_rows else train[columns]
+        unit_train = _unit_rows(block, out=unit_buffer[:len(columns)])
         for q_start in range(0, len(query_rows), QUERY_BLOCK):
             q_stop = q_start + QUERY_BLOCK
-            distances = cosine_distance_matrix(valid_queries[q_start:q_stop], block)
+            batch = unit_queries[q_start:q_stop]
+            out = distance_buffer[:len(batch) * len(columns)].reshape(len(batch), len(columns))
+            distances = _distances(batch, unit_train, out)
             picked, values = _block_top_k(distances, k)
             best_index[q_start:q_stop], best_distance[q_start:q_stop] = _merge_top_k(
                 best_index[q_start:q_stop], best_distance[q_start:q_stop],

@@ -18,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from study.images import UnreadableImage, decode_rgb, list_image_files
-from study.provenance import sha256_lines, write_json_atomic, write_text_atomic
+from study.provenance import sha256_file, sha256_lines, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -71,20 +71,113 @@ def choose_test_set(names: list[str], n_test: int, seed: int) -> tuple[list[str]
     return train, test
 
 
+def read_identities(path: str | Path) -> dict[str, str]:
+    """Read an identity file such as CelebA's ``identity_CelebA.txt``: file name to person id.
+
+    Each non-blank line is ``<file name> <identity>``, for example
+    ``000001.jpg 2880``. Raises ValueError naming the line of a malformed
+    entry or of a file listed twice with different identities.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"identity file not found: {path}. For CelebA it is "
+                                "identity_CelebA.txt from the dataset's Anno folder.")
+    identities: dict[str, str] = {}
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) != 2:
+                raise ValueError(f"{path}, line {number}: expected '<file name> <identity>', "
+                                 f"got {line.strip()!r}")
+            name, identity = fields
+            if identities.get(name, identity) != identity:
+                raise ValueError(f"{path}, line {number}: {name} is listed with identity "
+                                 f"{identity} but earlier with {identities[name]}")
+            identities[name] = identity
+    if not identities:
+        raise ValueError(f"{path} contains no '<file name> <identity>' lines")
+    return identities
+
+
+def choose_test_identities(names: list[str], n_test: int, seed: int,
+                           identities: dict[str, str]) -> tuple[list[str], list[str], list[str]]:
+    """Pick whole persons at random until their images make exactly ``n_test`` test images.
+
+    Returns sorted ``(train, test, test_identities)``. Every image of a chosen
+    person that is among ``names`` goes to the test set, so no person has
+    images on both sides. Persons are visited in an order drawn with
+    ``seed``, and each one is taken when its images fit into the free slots
+    and the persons after it can still fill the rest exactly. A person who
+    does not fit is skipped, so near the end the draw favours persons with
+    few images. Raises SplitError when an image has no identity or when no
+    set of whole persons has exactly ``n_test`` images.
+    """
+    if n_test < 1:
+        raise SplitError(f"--n_test must be at least 1, got {n_test}")
+    if n_test >= len(names):
+        raise SplitError(
+            f"--n_test {n_test} must be smaller than the number of readable images "
+            f"({len(names)}); lower --n_test or add images")
+    unknown = sorted(name for name in names if name not in identities)
+    if unknown:
+        raise SplitError(f"{len(unknown)} of {len(names)} image(s) have no entry in the identity "
+                         f"file (e.g. {', '.join(unknown[:10])}), so a person-disjoint split "
+                         "cannot be checked; use the identity file of this dataset")
+
+    images_of: dict[str, list[str]] = {}
+    for name in sorted(names):
+        images_of.setdefault(identities[name], []).append(name)
+    persons = sorted(images_of)
+    order = [persons[position] for position in np.random.default_rng(seed).permutation(len(persons))]
+    counts = [len(images_of[person]) for person in order]
+
+    # Bit s of reachable[i] is set when some of the persons order[i:] have
+    # exactly s images together (subset sums as bit sets, up to n_test).
+    limit = (1 << (n_test + 1)) - 1
+    reachable = [0] * (len(order) + 1)
+    reachable[-1] = 1
+    for i in range(len(order) - 1, -1, -1):
+        reachable[i] = (reachable[i + 1] | (reachable[i + 1] << counts[i])) & limit
+    if not (reachable[0] >> n_test) & 1:
+        raise SplitError(f"no set of whole persons has exactly {n_test} images; choose another "
+                         "--n_test")
+
+    chosen: list[str] = []
+    free = n_test
+    for i, (person, count) in enumerate(zip(order, counts)):
+        if free == 0:
+            break
+        if count <= free and (reachable[i + 1] >> (free - count)) & 1:
+            chosen.append(person)
+            free -= count
+
+    test = sorted(name for person in chosen for name in images_of[person])
+    test_set = set(test)
+    train = [name for name in sorted(names) if name not in test_set]
+    return train, test, sorted(chosen)
+
+
 def split_dataset(data_dir: str | Path, split_dir: str | Path, test_dir: str | Path,
                   n_test: int, seed: int, overwrite: bool = False,
-                  progress: bool = True) -> SplitResult:
+                  progress: bool = True, identity_file: str | Path | None = None) -> SplitResult:
     """Write ``train.txt``, ``test.txt`` and ``manifest.json`` and copy the test images.
 
-    Rerunning with the same data, seed and size reuses the existing split
-    (and copies any test image that is missing); different settings raise
-    SplitError unless ``overwrite`` is set.
+    With ``identity_file`` the test set consists of whole persons (see
+    :func:`choose_test_identities`) and the manifest lists their identities.
+    Rerunning with the same data, seed, size and identity file reuses the
+    existing split and copies any test image that is missing. Different
+    settings raise SplitError unless ``overwrite`` is set.
     """
     data_dir, split_dir, test_dir = Path(data_dir), Path(split_dir), Path(test_dir)
     manifest_path = split_dir / "manifest.json"
+    identities = read_identities(identity_file) if identity_file is not None else None
+    identity_sha256 = sha256_file(identity_file) if identity_file is not None else None
     if manifest_path.exists() and not overwrite:
         old = json.loads(manifest_path.read_text())
-        wanted = {"data_dir": str(data_dir.resolve()), "seed": seed, "n_test": n_test}
+        wanted = {"data_dir": str(data_dir.resolve()), "seed": seed, "n_test": n_test,
+                  "identity_file_sha256": identity_sha256}
         differing = {k: (old.get(k), v) for k, v in wanted.items() if old.get(k) != v}
         if differing:
             details = "; ".join(f"{k}: existing {a!r}, requested {b!r}" for k, (a, b) in differing.items())
@@ -103,18 +196,28 @@ def split_dataset(data_dir: str | Path, split_dir: str | Path, test_dir: str | P
     if skipped:
         log.warning("%d file(s) in %s are not readable images and are left out: %s",
                     len(skipped), data_dir, ", ".join(p.name for p in skipped))
-    train, test = choose_test_set([p.name for p in readable], n_test, seed)
-
+    names = [p.name for p in readable]
     manifest = {
         "data_dir": str(data_dir.resolve()),
         "seed": seed,
         "n_test": n_test,
+        "split_by": "image" if identities is None else "identity",
+        "identity_file": None if identity_file is None else str(Path(identity_file).resolve()),
+        "identity_file_sha256": identity_sha256,
+    }
+    if identities is None:
+        train, test = choose_test_set(names, n_test, seed)
+    else:
+        train, test, test_identities = choose_test_identities(names, n_test, seed, identities)
+        manifest.update(test_identities=test_identities, n_test_identities=len(test_identities),
+                        n_train_identities=len({identities[name] for name in train}))
+    manifest.update({
         "n_train": len(train),
         "n_readable": len(readable),
         "skipped": [p.name for p in skipped],
         "train_sha256": sha256_lines(train),
         "test_sha256": sha256_lines(test),
-    }
+    })
     if overwrite and test_dir.exists():
         shutil.rmtree(test_dir)
     write_text_atomic(split_dir / "train.txt", "\n".join(train) + "\n")
@@ -123,6 +226,10 @@ def split_dataset(data_dir: str | Path, split_dir: str | Path, test_dir: str | P
     write_json_atomic(manifest_path, manifest)
     log.info("split %d readable images: %d train, %d test (seed %d) -> %s",
              len(readable), len(train), len(test), seed, split_dir)
+    if identities is not None:
+        log.info("the test images belong to %d person(s) with no image in the train set; "
+                 "the train images belong to %d other person(s)",
+                 manifest["n_test_identities"], manifest["n_train_identities"])
     return SplitResult(train, test, manifest["skipped"], manifest, reused=False)
 
 

@@ -15,6 +15,13 @@ zero or not finite get NaN distances and the bucket ``excluded``.
 Outputs under ``<root>/underfit/<model>/``: ``underfit.csv``, one mosaic per
 image in ``generalized/<idx>.jpg`` or ``recall/<idx>.jpg``, ``inputs.json``
 (what the results were made from, written last) and provenance records.
+The reference inpainters of :mod:`study.baselines` go through the same
+comparison and write to ``<root>/underfit/baseline_<name>/``.
+
+With an identity file, ``underfit.csv`` also records whether the nearest
+training face shows the same person as the test image. After a random
+split the same celebrity can have images on both sides, so a positive gap
+may come from a person's other photos rather than from memorization.
 """
 
 from __future__ import annotations
@@ -38,11 +45,13 @@ from study.images import Preprocessing, UnreadableImage, decode_rgb, load_face, 
 from study.layout import Layout
 from study.nearest import cosine_distance, nearest_neighbors
 from study.plots import image_grid
-from study.split import final_iteration_file, read_split_list
+from study.split import final_iteration_file, read_identities, read_split_list
 
 log = logging.getLogger(__name__)
 
 INPAINT_PREFIX = "inpaint_"
+# Embedding sources and underfit folders of the reference inpainters of study/baselines.py.
+BASELINE_PREFIX = "baseline_"
 EMBEDDING_ARRAYS = ("keys", "paths", "sha256", "face_found", "embeddings", "protocol", "source")
 BUCKETS = ("generalized", "recall")
 EXCLUDED = "excluded"
@@ -73,6 +82,8 @@ class Embeddings:
 
 def embedding_command(root: str | Path, source: str) -> str:
     """Return the command line that writes the embeddings of ``source``."""
+    if source.startswith(BASELINE_PREFIX):
+        return f"python underfit.py --root {shlex.quote(str(root))} --model none --baselines"
     base = f"python facenet/calculate_embeddings.py --root {shlex.quote(str(root))}"
     if source.startswith(INPAINT_PREFIX):
         return f"{base} --src inpaint --gan {shlex.quote(source[len(INPAINT_PREFIX):])}"
@@ -184,6 +195,7 @@ class UnderfitConfig:
     clipping: str = "stochastic"
     mask: str = "center"
     protocol: str | None = None
+    identities: str | None = None
     overwrite: bool = False
     progress: bool = True
 
@@ -203,17 +215,28 @@ class UnderfitResult:
     mean_gap: float
     buckets: dict
     already_done: bool
+    # Share of the measured images whose nearest training face shows the test
+    # image's person, over the images whose identities are known. NaN when
+    # the run had no identity file.
+    same_identity_rate: float = float("nan")
+    n_identity_known: int = 0
 
 
 def _result_from_table(model: str, csv_path: Path, table: pd.DataFrame,
                        already_done: bool) -> UnderfitResult:
     gaps = table["gap"].to_numpy(dtype=np.float64)
     valid = ~np.isnan(gaps)
+    rate, known = float("nan"), 0
+    if "same_identity" in table.columns:
+        same = table.loc[valid, "same_identity"]
+        same = same[same.notna() & (same.astype(str) != "")].astype(str).str.lower() == "true"
+        known = int(same.size)
+        rate = float(same.mean()) if known else float("nan")
     return UnderfitResult(
         model=model, csv_path=csv_path, n_images=len(table), n_excluded=int((~valid).sum()),
         mean_gap=float(gaps[valid].mean()) if valid.any() else float("nan"),
         buckets={bucket: int((table["bucket"] == bucket).sum()) for bucket in BUCKETS},
-        already_done=already_done)
+        already_done=already_done, same_identity_rate=rate, n_identity_known=known)
 
 
 # --- the comparison ----------------------------------------------------------
@@ -302,6 +325,35 @@ def compare_to_neighbors(inpaint: Embeddings, test: Embeddings, train: Embedding
         # stage wrote for them. The face_found columns let readers drop them.
         log.warning("%d G(z) or test embedding(s) were computed without a detected face "
                     "(see the gz_face_found and test_face_found columns)", no_face)
+    return table
+
+
+def add_identity_columns(table: pd.DataFrame, identities: dict[str, str],
+                         train_names: list[str]) -> pd.DataFrame:
+    """Add the person of each test image and of its nearest training face.
+
+    Columns: ``test_identity``, ``train_identity_1``, ``same_identity``
+    (True, False, or empty where either identity is unknown) and
+    ``train_images_same_identity``, the number of training images of the
+    test image's person. After a person-disjoint split that count is 0.
+    """
+    per_person: dict[str, int] = {}
+    for name in train_names:
+        if name in identities:
+            per_person[identities[name]] = per_person.get(identities[name], 0) + 1
+    test_ids = [identities.get(name, "") for name in table["test_file"]]
+    nearest_ids = [identities.get(name, "") for name in table["train_file_1"]]
+    same = [("" if not (a and b) else a == b) for a, b in zip(test_ids, nearest_ids)]
+    table = table.copy()
+    table["test_identity"] = test_ids
+    table["train_identity_1"] = nearest_ids
+    table["same_identity"] = pd.Series(same, index=table.index, dtype=object)
+    table["train_images_same_identity"] = [per_person.get(person, 0) if person else -1
+                                           for person in test_ids]
+    unknown = sum(1 for person in test_ids if not person)
+    if unknown:
+        log.warning("%d test image(s) have no entry in the identity file; their same_identity "
+                    "is empty and train_images_same_identity is -1", unknown)
     return table
 
 
@@ -431,6 +483,94 @@ def _json_roundtrip(data: dict) -> dict:
 
 # --- the stage -----------------------------------------------------------------
 
+@dataclass(frozen=True)
+class SplitInputs:
+    """The inputs that every comparison of one experiment shares: the split, its embeddings and its pixels."""
+
+    train: Embeddings
+    test: Embeddings
+    train_names: list[str]
+    test_names: list[str]
+    data_dir: Path
+    prep: Preprocessing
+    protocol: str
+
+
+def load_split_inputs(root: str | Path, protocol: str | None) -> SplitInputs:
+    """Load the train and test embeddings of ``protocol`` with the split lists they belong to.
+
+    Raises FileNotFoundError for a missing split or embedding file and
+    ValueError for embeddings of differing protocols or lengths.
+    """
+    layout = Layout(root)
+    train, test = [load_embeddings(find_embedding_file(layout.embeddings, name, protocol, root), name, root)
+                   for name in ("train", "test")]
+    shared_protocol = check_same_protocol([train, test])
+    check_same_dimension([train, test])
+    manifest_path = layout.split_dir / "manifest.json"
+    train_names = read_split_list(layout.split_dir, "train")
+    test_names = read_split_list(layout.split_dir, "test")
+    if not manifest_path.exists():
+        raise FileNotFoundError(f"split manifest not found: {manifest_path}. Run split_train_test.py first.")
+    data_dir = Path(json.loads(manifest_path.read_text())["data_dir"])
+    return SplitInputs(train=train, test=test, train_names=train_names, test_names=test_names,
+                       data_dir=data_dir, prep=_preprocessing(layout), protocol=shared_protocol)
+
+
+def measure_source(name: str, source: Embeddings, split: SplitInputs, finals: dict[int, dict],
+                   extra_inputs: dict, root: str | Path, k: int, chunk: int,
+                   identities: str | None = None, overwrite: bool = False,
+                   progress: bool = True) -> UnderfitResult:
+    """Compare ``source`` (G(z) or baseline embeddings keyed by test index) with the split.
+
+    Writes ``underfit.csv``, the mosaics and ``inputs.json`` to
+    ``<root>/underfit/<name>``, or skips the work when that folder already
+    contains results of the same inputs. ``identities`` is an identity file
+    that adds the same-person columns (see :func:`add_identity_columns`).
+    """
+    layout = Layout(root)
+    check_same_protocol([split.train, split.test, source])
+    check_same_dimension([split.train, split.test, source])
+    check_split_keys(split.train, split.test, source, split.train_names, split.test_names, root)
+
+    inputs = _json_roundtrip({
+        "model": name, "k": k, "protocol": split.protocol,
+        "embeddings": {s.source: {"file": s.path.name, "sha256": provenance.sha256_file(s.path)}
+                       for s in (split.train, split.test, source)},
+        "train_list_sha256": provenance.sha256_lines(split.train_names),
+        "test_list_sha256": provenance.sha256_lines(split.test_names),
+        "data_dir": str(split.data_dir), "preprocessing": split.prep.as_dict(),
+        **extra_inputs,
+    })
+    if identities:
+        inputs["identity_file_sha256"] = provenance.sha256_file(identities)
+    out_dir = layout.underfit(name)
+    csv_path = out_dir / CSV_FILE
+    if _prepare_output(out_dir, inputs, overwrite):
+        log.info("underfit for %s already done with the same inputs in %s; skipping "
+                 "(pass --overwrite to redo it)", name, out_dir)
+        return _result_from_table(name, csv_path, pd.read_csv(csv_path), already_done=True)
+
+    provenance.record(out_dir, "underfit", {"model": name, "k": k, "chunk": chunk,
+                                            "identities": identities, "inputs": inputs})
+    log.info("%s: %d image(s), %d training embedding(s), protocol %s",
+             name, len(source.keys), len(split.train.keys), split.protocol)
+    table = compare_to_neighbors(source, split.test, split.train, split.test_names, k, chunk)
+    if identities:
+        table = add_identity_columns(table, read_identities(identities), split.train_names)
+    write_mosaics(table, finals, out_dir, split.data_dir, split.prep, progress)
+    provenance.write_text_atomic(csv_path, table.to_csv(index=False))
+    provenance.write_json_atomic(out_dir / INPUTS_FILE, inputs)
+
+    result = _result_from_table(name, csv_path, table, already_done=False)
+    if result.n_excluded == result.n_images:
+        log.warning("%s: every image is excluded, so there is no mean gap", name)
+    log.info("%s: mean gap %.4f over %d image(s) (%s) -> %s", name, result.mean_gap,
+             result.n_images - result.n_excluded,
+             ", ".join(f"{bucket} {count}" for bucket, count in result.buckets.items()), csv_path)
+    return result
+
+
 def run_underfit(config: UnderfitConfig) -> UnderfitResult:
     """Compare one model's G(z) embeddings with the test and training embeddings.
 
@@ -439,62 +579,26 @@ def run_underfit(config: UnderfitConfig) -> UnderfitResult:
     command that makes them) and ValueError for inconsistent ones.
     """
     layout = Layout(config.root)
+    split = load_split_inputs(config.root, config.protocol)
     source = INPAINT_PREFIX + config.model
-    sets = [load_embeddings(find_embedding_file(layout.embeddings, name, config.protocol, config.root),
-                            name, config.root)
-            for name in ("train", "test", source)]
-    protocol = check_same_protocol(sets)
-    check_same_dimension(sets)
-    train, test, inpaint = sets
-
-    train_names = read_split_list(layout.split_dir, "train")
-    test_names = read_split_list(layout.split_dir, "test")
-    manifest_path = layout.split_dir / "manifest.json"
-    if not manifest_path.exists():
-        raise FileNotFoundError(f"split manifest not found: {manifest_path}. Run split_train_test.py first.")
-    data_dir = Path(json.loads(manifest_path.read_text())["data_dir"])
-    check_split_keys(train, test, inpaint, train_names, test_names, config.root)
+    inpaint = load_embeddings(find_embedding_file(layout.embeddings, source, config.protocol, config.root),
+                              source, config.root)
 
     completions = layout.completions(config.model, config.clipping, config.mask)
     if not completions.is_dir():
         raise FileNotFoundError(f"completions not found: {completions}. Run complete.py --model "
                                 f"{config.model} --clipping {config.clipping} --maskType {config.mask} first.")
+    check_split_keys(split.train, split.test, inpaint, split.train_names, split.test_names, config.root)
     finals = {int(key): final_completion_files(completions / key) for key in inpaint.keys}
     check_gz_iterations(inpaint, finals, config.root)
-    prep = _preprocessing(layout)
 
-    inputs = _json_roundtrip({
-        "model": config.model, "k": config.k, "clipping": config.clipping, "mask": config.mask,
-        "protocol": protocol,
-        "embeddings": {s.source: {"file": s.path.name, "sha256": provenance.sha256_file(s.path)}
-                       for s in sets},
-        "train_list_sha256": provenance.sha256_lines(train_names),
-        "test_list_sha256": provenance.sha256_lines(test_names),
-        "data_dir": str(data_dir), "preprocessing": prep.as_dict(),
+    extra_inputs = {
+        "clipping": config.clipping, "mask": config.mask,
         "completions": str(completions.resolve()),
         "final_files_sha256": provenance.sha256_lines(
             f"{idx}:{files['blended'].name if files['blended'] else ''}"
             for idx, files in sorted(finals.items())),
-    })
-    out_dir = layout.underfit(config.model)
-    csv_path = out_dir / CSV_FILE
-    if _prepare_output(out_dir, inputs, config.overwrite):
-        log.info("underfit for %s already done with the same inputs in %s; skipping "
-                 "(pass --overwrite to redo it)", config.model, out_dir)
-        return _result_from_table(config.model, csv_path, pd.read_csv(csv_path), already_done=True)
-
-    provenance.record(out_dir, "underfit", {**asdict(config), "inputs": inputs})
-    log.info("%s: %d inpainted image(s), %d training embedding(s), protocol %s",
-             config.model, len(inpaint.keys), len(train.keys), protocol)
-    table = compare_to_neighbors(inpaint, test, train, test_names, config.k, config.chunk)
-    write_mosaics(table, finals, out_dir, data_dir, prep, config.progress)
-    provenance.write_text_atomic(csv_path, table.to_csv(index=False))
-    provenance.write_json_atomic(out_dir / INPUTS_FILE, inputs)
-
-    result = _result_from_table(config.model, csv_path, table, already_done=False)
-    if result.n_excluded == result.n_images:
-        log.warning("%s: every image is excluded, so there is no mean gap", config.model)
-    log.info("%s: mean gap %.4f over %d image(s) (%s) -> %s", config.model, result.mean_gap,
-             result.n_images - result.n_excluded,
-             ", ".join(f"{bucket} {count}" for bucket, count in result.buckets.items()), csv_path)
-    return result
+    }
+    return measure_source(config.model, inpaint, split, finals, extra_inputs, config.root,
+                          config.k, config.chunk, identities=config.identities,
+                          overwrite=config.overwrite, progress=config.progress)

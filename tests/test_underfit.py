@@ -14,7 +14,9 @@ import pandas as pd
 import pytest
 
 from study.images import decode_rgb, load_face, save_rgb
-from study.nearest import nearest_neighbors
+from facenet.distance import cosine_distance_matrix
+from study.nearest import nearest_neighbors, valid_rows
+from study.split import SplitError, choose_test_identities, read_identities, split_dataset
 from study.underfit import UnderfitConfig, run_underfit
 
 REPO = Path(__file__).resolve().parent.parent
@@ -50,6 +52,8 @@ def brute_force(queries, train, k):
     (7, 50, 8, 5, 1),      # one row per chunk
     (4, 6, 5, 3, 4),       # chunk between k and N
     (200, 3000, 64, 10, 256),
+    (30, 400, 8, 20, 64),      # k above SMALL_K: the argpartition path
+    (30, 400, 8, 20, 15),      # ... with chunks smaller than k
 ])
 def test_nearest_matches_brute_force(n_queries, n_train, dim, k, chunk):
     rng = np.random.default_rng(n_train + chunk)
@@ -99,6 +103,46 @@ def test_nearest_ties_go_to_lower_index():
         np.testing.assert_array_equal(indices[1], [0, 4, 1, 2, 3], err_msg=f"chunk {chunk}")
         np.testing.assert_array_equal(indices[2], [2, 7, 0, 1, 3], err_msg=f"chunk {chunk}")
         np.testing.assert_allclose(distances[0], [0, 0, 0, 0, 1])
+
+
+def test_nearest_distances_match_facenet_distance():
+    # Near-identical pairs go through the recomputation below RECOMPUTE_BELOW.
+    rng = np.random.default_rng(5)
+    train = rng.normal(size=(300, 16)).astype(np.float32)
+    queries = np.concatenate([train[:20] * 3.0 + 1e-4 * rng.normal(size=(20, 16)).astype(np.float32),
+                              rng.normal(size=(20, 16)).astype(np.float32)])
+
+    indices, distances = nearest_neighbors(queries, train, k=4, chunk=70)
+    expected = cosine_distance_matrix(queries, train)
+
+    np.testing.assert_allclose(distances, np.take_along_axis(expected, indices, axis=1), rtol=0, atol=1e-12)
+    assert (distances[:20, 0] < 1e-4).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_valid_rows_same_rule_for_every_dtype(dtype):
+    tiny = np.finfo(dtype).smallest_subnormal
+    vectors = np.array([[1.0, 2.0], [0.0, 0.0], [np.nan, 1.0], [np.inf, 0.0], [tiny, 0.0],
+                        [np.finfo(dtype).max, np.finfo(dtype).max]], dtype=dtype)
+
+    # In float64 the norm of the smallest subnormal underflows to 0 and that of max overflows.
+    wide = dtype == np.float64
+    expected = [True, False, False, False, not wide, not wide]
+
+    np.testing.assert_array_equal(valid_rows(vectors), expected)
+
+
+@pytest.mark.parametrize("k", [3, 20])
+def test_nearest_ties_large_and_small_k(k):
+    # 40 copies of the query direction among 100 rows: the lowest indices win.
+    rng = np.random.default_rng(3)
+    train = rng.normal(size=(100, 4))
+    copies = np.arange(2, 100, 2)[:40]
+    train[copies] = [0.0, 2.0, 0.0, 0.0]
+
+    for chunk in (7, 100):
+        indices, _ = nearest_neighbors(np.array([[0.0, 1.0, 0.0, 0.0]]), train, k=k, chunk=chunk)
+        np.testing.assert_array_equal(indices[0], copies[:k], err_msg=f"chunk {chunk}")
 
 
 def test_nearest_many_ties_inside_one_chunk():
@@ -384,3 +428,151 @@ def test_underfit_cli_missing_embeddings_exit_2(root):
 
     assert completed.returncode == 2
     assert "--src inpaint --gan dcgan" in completed.stderr
+
+
+# --- identities: the person-disjoint split and the same-person check --------------------------
+
+# 12 images of 5 persons: P1 has 1 image, P2 2, P3 3, P4 4 and P5 2.
+IDENTITY_OF = {f"{i:06d}.jpg": person for i, person in enumerate(
+    ["P1", "P2", "P2", "P3", "P3", "P3", "P4", "P4", "P4", "P4", "P5", "P5"])}
+
+
+def write_identity_file(path: Path, identities: dict) -> Path:
+    path.write_text("".join(f"{name} {person}\n" for name, person in identities.items()))
+    return path
+
+
+def test_read_identities_parses_celeba_lines(tmp_path):
+    path = tmp_path / "identity_CelebA.txt"
+    path.write_text("000001.jpg 2880\n000002.jpg 2937\n\n000003.jpg 2880\n")
+
+    assert read_identities(path) == {"000001.jpg": "2880", "000002.jpg": "2937", "000003.jpg": "2880"}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("000001.jpg 2880 extra\n", "line 1"),
+    ("000001.jpg 1\n000001.jpg 2\n", "line 2"),
+    ("\n\n", "no '<file name> <identity>'"),
+])
+def test_read_identities_rejects_bad_files(tmp_path, text, message):
+    path = tmp_path / "identities.txt"
+    path.write_text(text)
+
+    with pytest.raises(ValueError, match=message):
+        read_identities(path)
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("n_test", [1, 3, 5, 8])
+def test_identity_split_exact_and_disjoint(seed, n_test):
+    names = sorted(IDENTITY_OF)
+
+    train, test, persons = choose_test_identities(names, n_test, seed, IDENTITY_OF)
+
+    assert len(test) == n_test
+    assert sorted(train + test) == names
+    test_persons = {IDENTITY_OF[name] for name in test}
+    train_persons = {IDENTITY_OF[name] for name in train}
+    assert test_persons == set(persons)
+    assert not test_persons & train_persons
+    for person in persons:
+        assert {name for name in names if IDENTITY_OF[name] == person} <= set(test)
+
+
+def test_identity_split_reproducible_with_seed():
+    names = sorted(IDENTITY_OF)
+    draws = {seed: choose_test_identities(names, 4, seed, IDENTITY_OF)[1] for seed in range(10)}
+
+    assert choose_test_identities(names, 4, 3, IDENTITY_OF)[1] == draws[3]
+    assert len({tuple(test) for test in draws.values()}) > 1
+
+
+def test_identity_split_rejects_unknown_images():
+    identities = {name: person for name, person in IDENTITY_OF.items() if name != "000004.jpg"}
+
+    with pytest.raises(SplitError, match="000004.jpg"):
+        choose_test_identities(sorted(IDENTITY_OF), 3, 0, identities)
+
+
+def test_identity_split_impossible_size_raises():
+    # Two persons with 3 images each: 4 test images cannot be whole persons.
+    identities = {f"{i}.jpg": "A" if i < 3 else "B" for i in range(6)}
+
+    with pytest.raises(SplitError, match="exactly 4 images"):
+        choose_test_identities(sorted(identities), 4, 0, identities)
+
+
+def test_identity_split_manifest_and_rerun(image_folder, tmp_path):
+    identity_file = write_identity_file(tmp_path / "identities.txt", IDENTITY_OF)
+
+    result = split_dataset(image_folder, tmp_path / "s", tmp_path / "s" / "test", 5, seed=2,
+                           progress=False, identity_file=identity_file)
+    again = split_dataset(image_folder, tmp_path / "s", tmp_path / "s" / "test", 5, seed=2,
+                          progress=False, identity_file=identity_file)
+
+    manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    assert manifest["split_by"] == "identity"
+    assert manifest["n_test_identities"] == len(manifest["test_identities"])
+    assert {IDENTITY_OF[name] for name in result.test} == set(manifest["test_identities"])
+    assert not {IDENTITY_OF[name] for name in result.train} & set(manifest["test_identities"])
+    assert again.reused
+    assert again.test == result.test
+    with pytest.raises(SplitError, match="identity_file_sha256"):
+        split_dataset(image_folder, tmp_path / "s", tmp_path / "s" / "test", 5, seed=2, progress=False)
+
+
+def test_identity_split_cli(image_folder, tmp_path):
+    identity_file = write_identity_file(tmp_path / "identities.txt", IDENTITY_OF)
+
+    completed = subprocess.run(
+        [sys.executable, str(REPO / "split_train_test.py"), "--data", str(image_folder),
+         "--root", str(tmp_path / "exp"), "--n_test", "4", "--split-by-identity", str(identity_file),
+         "--no-progress"],
+        cwd=REPO, capture_output=True, text=True, timeout=120)
+
+    assert completed.returncode == 0, completed.stderr
+    test = (tmp_path / "exp" / "split" / "test.txt").read_text().split()
+    train = (tmp_path / "exp" / "split" / "train.txt").read_text().split()
+    assert len(test) == 4
+    assert not {IDENTITY_OF[name] for name in test} & {IDENTITY_OF[name] for name in train}
+
+
+# Test image -> person; d.jpg is missing, so its row has no identity.
+# The nearest training faces (see GZ_VECTORS) are t0, t1 and t1.
+UNDERFIT_IDENTITIES = {"a.jpg": "P1", "t0.jpg": "P1", "b.jpg": "P2", "t1.jpg": "P3", "c.jpg": "P3",
+                       "t2.jpg": "P4", "t3.jpg": "P1"}
+
+
+def test_underfit_same_identity_columns(root, tmp_path):
+    identity_file = write_identity_file(tmp_path / "identities.txt", UNDERFIT_IDENTITIES)
+
+    result = run(root, identities=str(identity_file))
+    table = pd.read_csv(root / "underfit" / "dcgan" / "underfit.csv", dtype={"same_identity": str})
+
+    assert list(table["test_identity"].fillna("")) == ["P1", "P2", "P3", ""]
+    assert list(table["train_identity_1"].fillna("")) == ["P1", "P3", "P3", ""]
+    assert list(table["same_identity"].fillna("")) == ["True", "False", "True", ""]
+    assert list(table["train_images_same_identity"]) == [2, 0, 1, -1]
+    assert result.same_identity_rate == pytest.approx(2 / 3)
+    assert result.n_identity_known == 3
+
+
+def test_underfit_identity_file_changes_inputs(root, tmp_path):
+    run(root)
+    identity_file = write_identity_file(tmp_path / "identities.txt", UNDERFIT_IDENTITIES)
+
+    with pytest.raises(FileExistsError, match="identity_file_sha256"):
+        run(root, identities=str(identity_file))
+
+
+def test_underfit_cli_prints_same_identity_rate(root, tmp_path):
+    identity_file = write_identity_file(tmp_path / "identities.txt", UNDERFIT_IDENTITIES)
+
+    completed = subprocess.run(
+        [sys.executable, str(REPO / "underfit.py"), "--root", str(root), "--model", "dcgan",
+         "--k", "3", "--identities", str(identity_file), "--no-progress"],
+        cwd=REPO, capture_output=True, text=True, timeout=120)
+
+    assert completed.returncode == 0, completed.stderr
+    assert "66.7%" in completed.stdout
+    assert "same person" in completed.stdout
