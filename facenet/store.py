@@ -361,6 +361,15 @@ def _read_previous(out_path: Path, protocol: str, source: str, preprocessing: st
     return previous
 
 
+def _same_contents(previous: EmbeddingSet | None, current: EmbeddingSet) -> bool:
+    """True when ``previous`` is a finished file holding exactly the rows of ``current``."""
+    return (previous is not None and previous.complete
+            and np.array_equal(previous.keys, current.keys)
+            and np.array_equal(previous.paths, current.paths)
+            and np.array_equal(previous.sha256, current.sha256)
+            and np.array_equal(previous.embeddings, current.embeddings))
+
+
 def embed_images(items: Sequence[ImageItem], backend: EmbeddingBackend,
                  load_image: Callable[[Path], np.ndarray], out_path: str | os.PathLike,
                  source: str, preprocessing: str, batch_size: int = 64,
@@ -451,7 +460,11 @@ def embed_images(items: Sequence[ImageItem], backend: EmbeddingBackend,
         bar.close()
 
     result.embeddings = rows.to_set(backend.dim, protocol, source, preprocessing, complete=True)
-    save_embeddings(out_path, result.embeddings)
+    if _same_contents(previous, result.embeddings):
+        log.info("%s: all %d images already embedded in %s; file left as it is",
+                 source, len(result.embeddings), out_path)
+    else:
+        save_embeddings(out_path, result.embeddings)
     if result.unreadable:
         shown = "; ".join(result.unreadable[:20])
         more = f"; and {len(result.unreadable) - 20} more" if len(result.unreadable) > 20 else ""
