@@ -46,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--keep_checkpoints", type=int, default=3,
                         help="newest checkpoints kept, older ones are removed; 0 keeps all (default: 3)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--gpus", type=int, default=0,
+                        help="GPUs to train on: 0 or 1 uses TensorFlow's default device; N >= 2 "
+                             "splits each global batch of --batch_size images evenly across the "
+                             "first N GPUs (tf.distribute.MirroredStrategy); the update equals the "
+                             "one-device update up to float rounding; not available for dcgan-gp, "
+                             "dragan_bn and dcgan-cons (default: 0)")
     parser.add_argument("--renew", action="store_true",
                         help="start from scratch, deleting this model's earlier checkpoints, "
                              "samples and logs instead of resuming")
@@ -72,7 +78,7 @@ def main(argv=None) -> int:
         batch_size=args.batch_size, epochs=args.epochs, max_steps=args.max_steps,
         z_dim=args.z_dim, gf_dim=args.gf_dim, df_dim=args.df_dim, ckpt_step=args.ckpt_step,
         sample_count=args.sample_count, keep_checkpoints=args.keep_checkpoints,
-        seed=args.seed, renew=args.renew, progress=args.progress)
+        seed=args.seed, renew=args.renew, progress=args.progress, gpus=args.gpus)
     if args.dry_run:
         print(config)
         return 0

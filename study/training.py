@@ -17,7 +17,7 @@ from tqdm import tqdm
 from study.errors import StageError
 from study.images import to_uint8
 from study.plots import save_grid
-from study.provenance import write_json_atomic
+from study.provenance import write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,8 @@ class TrainConfig:
     seed: int = 0
     renew: bool = False
     progress: bool = True
+    # 0 or 1: TensorFlow's default device; 2 or more: data-parallel on that many GPUs.
+    gpus: int = 0
 
     def __post_init__(self):
         for key in ("batch_size", "ckpt_step", "log_every", "sample_count", "z_dim", "gf_dim", "df_dim"):
@@ -54,6 +56,11 @@ class TrainConfig:
                 raise ValueError(f"--{key} must be at least 1, got {getattr(self, key)}")
         if self.max_steps < 0 or self.epochs < 0 or (self.max_steps == 0 and self.epochs == 0):
             raise ValueError("set --epochs or --max_steps to a positive number")
+        if self.gpus < 0:
+            raise ValueError(f"--gpus must be 0 or more, got {self.gpus}")
+        if self.gpus > 1 and self.batch_size % self.gpus:
+            raise ValueError(f"--batch_size {self.batch_size} does not split evenly across "
+                             f"--gpus {self.gpus}; use a multiple of {self.gpus}")
 
 
 def total_steps(config: TrainConfig, n_images: int, n_critic: int) -> int:
@@ -68,6 +75,65 @@ def total_steps(config: TrainConfig, n_images: int, n_critic: int) -> int:
 
 
 _IDENTITY_KEYS = ("model", "z_dim", "gf_dim", "df_dim")
+
+
+def _logged_step(line: str) -> int | None:
+    fields = line.split(",")
+    if len(fields) != len(LOSS_COLUMNS):
+        return None
+    try:
+        return int(fields[0])
+    except ValueError:
+        return None
+
+
+def prepare_loss_log(path: Path, start: int) -> bool:
+    """Prepare ``losses.csv`` for rows after step ``start``; return True when it needs its header.
+
+    A run that was killed (preempted, cancelled, out of time) may have logged
+    rows after its last checkpoint, or half a row. Training resumes from that
+    checkpoint and logs those steps again, so such rows are removed and every
+    step appears once. A missing or empty file, or one with only part of the
+    header, needs the header. A file that starts with another header is left
+    as it is.
+    """
+    header = ",".join(LOSS_COLUMNS)
+    if not path.exists():
+        return True
+    text = path.read_text()
+    if "\n" not in text and header.startswith(text.strip()):
+        path.write_text("")
+        return True
+    lines = text.splitlines()
+    if lines[0] != header:
+        return False
+    rows = lines[1:]
+    if not text.endswith("\n"):
+        rows = rows[:-1]  # cut off in the middle of a row
+    kept = [line for line in rows if (step := _logged_step(line)) is not None and step <= start]
+    if len(kept) < len(lines) - 1:
+        log.info("%s: removing %d row(s) logged after step %d by the run that stopped there",
+                 path, len(lines) - 1 - len(kept), start)
+        # csv.writer ends rows with \r\n; the rewritten rows keep that.
+        write_text_atomic(path, "".join(f"{line}\r\n" for line in [lines[0], *kept]))
+    return False
+
+
+def make_strategy(gpus: int):
+    """Return a MirroredStrategy over the first ``gpus`` GPUs, or None for 0 or 1.
+
+    Raises ValueError naming the visible GPUs when fewer than ``gpus`` exist.
+    """
+    if gpus < 2:
+        return None
+    import tensorflow as tf
+
+    visible = [device.name for device in tf.config.list_logical_devices("GPU")]
+    if len(visible) < gpus:
+        raise ValueError(f"--gpus {gpus} requested, but TensorFlow sees {len(visible)} GPU(s)"
+                         f"{': ' + ', '.join(visible) if visible else ''}. Request that many GPUs "
+                         "from the scheduler (SLURM: --gres=gpu:N) or lower --gpus.")
+    return tf.distribute.MirroredStrategy(visible[:gpus])
 
 
 def _prepare_folder(config: TrainConfig, folder: Path) -> None:
@@ -97,10 +163,12 @@ def train(config: TrainConfig) -> dict:
     import tensorflow as tf
 
     from models import checkpoint, get_spec
-    from models.gan import GAN, Sizes
+    from models.gan import GAN, Sizes, check_distributable
     from study.tfrecords import read_manifest, training_dataset
 
     spec = get_spec(config.model)
+    if config.gpus > 1:
+        check_distributable(spec)
     manifest = read_manifest(config.tfrecords)
     folder = Path(config.checkpoint_dir)
     _prepare_folder(config, folder)
@@ -110,7 +178,12 @@ def train(config: TrainConfig) -> dict:
         **asdict(config), "steps": steps, "image_size": sizes.image_size,
         "spec": spec.as_dict(), "n_train_images": manifest["n_images"]})
 
-    gan = GAN(spec, sizes, seed=config.seed)
+    strategy = make_strategy(config.gpus)
+    gan = GAN(spec, sizes, seed=config.seed, strategy=strategy)
+    if strategy is not None:
+        log.info("training %s data-parallel on %d GPUs: global batch %d, %d per GPU", spec.name,
+                 strategy.num_replicas_in_sync, config.batch_size,
+                 config.batch_size // strategy.num_replicas_in_sync)
     start = 0
     newest = checkpoint.latest(folder)
     if newest is not None:
@@ -131,7 +204,7 @@ def train(config: TrainConfig) -> dict:
                                     seed=config.seed + start, group=spec.n_critic))
     writer = tf.summary.create_file_writer(str(folder / "tensorboard"))
     csv_path = folder / "losses.csv"
-    new_csv = not csv_path.exists()
+    new_csv = prepare_loss_log(csv_path, start)
     began = time.perf_counter()
     last_saved = newest
     with open(csv_path, "a", newline="") as handle, writer.as_default():
@@ -164,10 +237,12 @@ def train(config: TrainConfig) -> dict:
                     tf.summary.scalar(f"grad_norm/{key}", value, step=step)
                 bar.set_postfix(d=f"{values['d_loss']:.3f}", g=f"{values['g_loss']:.3f}")
             if step % config.ckpt_step == 0 or step == steps:
-                last_saved = checkpoint.save(gan, folder, step, keep=config.keep_checkpoints)
-                save_grid(folder / "samples" / f"step_{step:08d}.png", to_uint8(gan.sample(sample_z)))
+                # The loss rows go to disk first: a run killed after the checkpoint
+                # resumes from it, and finds every row up to it.
                 handle.flush()
                 writer.flush()
+                last_saved = checkpoint.save(gan, folder, step, keep=config.keep_checkpoints)
+                save_grid(folder / "samples" / f"step_{step:08d}.png", to_uint8(gan.sample(sample_z)))
     elapsed = time.perf_counter() - began
     log.info("%s: trained steps %d-%d in %.1f s; checkpoint %s", spec.name, start + 1, steps,
              elapsed, last_saved)
