@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
 # Settings that must match to resume; the value assumed for configs written
 # before the setting was recorded.
 _RESUME_KEYS = {"settings": None, "iterations": None, "mask": None, "checkpoint": None,
+                "test_images": None,
                 "mode": "inpaint", "weighted_context": False, "blend": "poisson"}
 
 
@@ -175,7 +176,7 @@ def main(argv=None) -> int:
     from study.images import save_rgb
     from study.inpaint import InpaintSettings
     from study.masks import importance_weights, load_mask_file, make_mask
-    from study.provenance import write_json_atomic
+    from study.provenance import sha256_lines, write_json_atomic
 
     layout = Layout(args.root)
     gan, meta, prep = load_model(args.model, layout, args.checkpoint_dir)
@@ -202,7 +203,10 @@ def main(argv=None) -> int:
 
     current = {"settings": settings.__dict__, "iterations": args.iterations, "mask": mask_name,
                "mode": args.mode, "weighted_context": args.weighted_context, "blend": args.blend,
-               "checkpoint": {"model": meta["model"], "step": meta["step"]}}
+               "checkpoint": {"model": meta["model"], "step": meta["step"]},
+               # A new split renumbers the test images; completions of the old
+               # list must not be taken for the new one.
+               "test_images": sha256_lines(names)}
     _check_earlier_settings(out_dir, current, args.overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out_dir / "completion_config.json", {**current, "preprocessing": prep.as_dict()})

@@ -66,7 +66,9 @@ submit_study() {
             echo "# $DATA is missing: a real run first downloads CelebA here with download.py"
         else
             echo "==> download to $(dirname "$DATA") on this machine, before submitting"
-            "$PYTHON" "$repo_dir/download.py" --out "$(dirname "$DATA")"
+            # download.py prints the folder the archive extracted to, which
+            # may be named differently from the missing --data folder.
+            DATA="$("$PYTHON" "$repo_dir/download.py" --out "$(dirname "$DATA")" --no-progress | tail -n 1)"
         fi
     fi
 
@@ -130,7 +132,9 @@ stage() {
 }
 
 if [[ ! -d "$DATA" ]]; then
-    stage download "${PY[@]}" "$repo_dir/download.py" --out "$(dirname "$DATA")"
+    echo "==> download to $(dirname "$DATA")"
+    DATA="$("${PY[@]}" "$repo_dir/download.py" --out "$(dirname "$DATA")" --no-progress | tail -n 1)"
+    echo "<== download: images in $DATA"
 fi
 stage split "${PY[@]}" "$repo_dir/split_train_test.py" --data "$DATA" --root "$ROOT" --preset "$PRESET" --seed "$SEED" --no-progress
 stage convert "${PY[@]}" "$repo_dir/convert.py" --root "$ROOT" --no-progress

@@ -62,6 +62,13 @@ def inputs_fingerprint(sets: dict[str, EmbeddingSet]) -> str:
     return provenance.sha256_lines(lines)
 
 
+def source_fingerprints(sets: dict[str, EmbeddingSet]) -> dict[str, str]:
+    """Return a sha256 per source over its (key, file hash) pairs."""
+    return {source: provenance.sha256_lines(
+        f"{key}\t{digest}" for key, digest in sorted(zip(data.keys.tolist(), data.sha256.tolist())))
+        for source, data in sets.items()}
+
+
 def distance_table(original: EmbeddingSet, generated: dict[str, EmbeddingSet]) -> pd.DataFrame:
     """Return one row per test index and one column of cosine distances per model.
 
@@ -94,18 +101,33 @@ def distance_table(original: EmbeddingSet, generated: dict[str, EmbeddingSet]) -
     return table
 
 
-def check_overwrite(csv_path: Path, fingerprint: str, overwrite: bool) -> None:
-    """Raise FileExistsError when ``csv_path`` exists and came from other inputs, unless ``overwrite``."""
+def check_overwrite(csv_path: Path, fingerprint: str, overwrite: bool,
+                    sources: dict[str, str] | None = None, protocol: str | None = None) -> None:
+    """Raise FileExistsError when ``csv_path`` exists and came from other inputs, unless ``overwrite``.
+
+    A rerun whose inputs only add models (every earlier source unchanged,
+    same protocol) may rewrite the table, since its earlier columns come out
+    the same.
+    """
     if overwrite or not csv_path.exists():
         return
     record_path = inputs_path(csv_path)
-    previous = None
+    record = {}
     if record_path.is_file():
-        previous = json.loads(record_path.read_text()).get("inputs_sha256")
-    if previous != fingerprint:
-        raise FileExistsError(
-            f"{csv_path} exists and was computed from other images or another embedder "
-            f"(see {record_path}); pass --overwrite to replace it, or choose another --root")
+        record = json.loads(record_path.read_text())
+    if record.get("inputs_sha256") == fingerprint:
+        return
+    earlier = record.get("sources")
+    if earlier and sources and record.get("protocol") == protocol \
+            and all(sources.get(name) == digest for name, digest in earlier.items()):
+        added = sorted(set(sources) - set(earlier))
+        log.info("%s: adding %s to the earlier models' distances", csv_path, ", ".join(added))
+        return
+    changed = sorted(name for name, digest in (earlier or {}).items() if (sources or {}).get(name) != digest)
+    detail = f"changed or missing sources: {', '.join(changed)}" if changed else "other images or embedder"
+    raise FileExistsError(
+        f"{csv_path} exists and was computed from other inputs ({detail}; see {record_path}); "
+        "pass --overwrite to replace it, or choose another --root")
 
 
 def main(argv=None) -> int:
@@ -131,12 +153,13 @@ def main(argv=None) -> int:
     sets = {"db_original": original, **{f"db_{model}": data for model, data in generated.items()}}
     fingerprint = inputs_fingerprint(sets)
     csv_path = layout.gan_distances
-    check_overwrite(csv_path, fingerprint, args.overwrite)
+    sources = source_fingerprints(sets)
+    check_overwrite(csv_path, fingerprint, args.overwrite, sources, protocol)
 
     table = distance_table(original, generated)
     provenance.write_text_atomic(csv_path, table.to_csv(index=False))
     provenance.write_json_atomic(inputs_path(csv_path),
-                                 {"inputs_sha256": fingerprint, "protocol": protocol,
+                                 {"inputs_sha256": fingerprint, "protocol": protocol, "sources": sources,
                                   "imagesdb": str(layout.imagesdb.resolve()),
                                   "models": database.models})
     provenance.record(layout.root, "gans_compare", {**vars(args), "protocol": protocol,

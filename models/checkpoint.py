@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -74,9 +75,20 @@ def latest(folder: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
+class CheckpointCorrupt(ValueError):
+    """A checkpoint file that cannot be read (for example cut short by a full disk)."""
+
+
 def read_meta(path: str | Path) -> dict:
-    with np.load(path, allow_pickle=False) as data:
-        return json.loads(str(data["__meta__"]))
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return json.loads(str(data["__meta__"]))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        older = [p.name for p in list_checkpoints(Path(path).parent) if p != Path(path)]
+        hint = (f"Move it aside to resume from the next newest one ({older[-1]})" if older
+                else "Move it aside and train again")
+        raise CheckpointCorrupt(f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc}). "
+                                f"{hint}.") from exc
 
 
 def check_identity(meta: dict, gan: GAN, path: Path) -> None:

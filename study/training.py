@@ -74,7 +74,9 @@ def total_steps(config: TrainConfig, n_images: int, n_critic: int) -> int:
     return max(1, config.epochs * (n_images // config.batch_size) // n_critic)
 
 
-_IDENTITY_KEYS = ("model", "z_dim", "gf_dim", "df_dim")
+# Settings a resumed run must share with the run it continues; the length
+# (--epochs, --max_steps) may grow.
+_IDENTITY_KEYS = ("model", "z_dim", "gf_dim", "df_dim", "batch_size", "seed")
 
 
 def _logged_step(line: str) -> int | None:
@@ -136,7 +138,7 @@ def make_strategy(gpus: int):
     return tf.distribute.MirroredStrategy(visible[:gpus])
 
 
-def _prepare_folder(config: TrainConfig, folder: Path) -> None:
+def _prepare_folder(config: TrainConfig, folder: Path, data_sha256: str) -> None:
     config_path = folder / "config.json"
     if config.renew and folder.exists():
         log.warning("--renew: removing earlier checkpoints, samples and logs in %s", folder)
@@ -150,6 +152,9 @@ def _prepare_folder(config: TrainConfig, folder: Path) -> None:
         old = json.loads(config_path.read_text())
         differing = [f"{key}: existing {old.get(key)!r}, requested {getattr(config, key)!r}"
                      for key in _IDENTITY_KEYS if old.get(key) != getattr(config, key)]
+        if old.get("training_data_sha256") != data_sha256:
+            differing.append(f"training images: the TFRecords in {config.tfrecords} were rewritten "
+                             "since this run started")
         if differing:
             raise ValueError(
                 f"{folder} holds a {old.get('model')} run with other settings "
@@ -171,12 +176,13 @@ def train(config: TrainConfig) -> dict:
         check_distributable(spec)
     manifest = read_manifest(config.tfrecords)
     folder = Path(config.checkpoint_dir)
-    _prepare_folder(config, folder)
+    _prepare_folder(config, folder, manifest["source_sha256"])
     sizes = Sizes(config.z_dim, config.gf_dim, config.df_dim, manifest["preprocessing"]["size"])
     steps = total_steps(config, manifest["n_images"], spec.n_critic)
     write_json_atomic(folder / "config.json", {
         **asdict(config), "steps": steps, "image_size": sizes.image_size,
-        "spec": spec.as_dict(), "n_train_images": manifest["n_images"]})
+        "spec": spec.as_dict(), "n_train_images": manifest["n_images"],
+        "training_data_sha256": manifest["source_sha256"]})
 
     strategy = make_strategy(config.gpus)
     gan = GAN(spec, sizes, seed=config.seed, strategy=strategy)

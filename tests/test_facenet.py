@@ -674,3 +674,21 @@ def test_train_full_resolution_is_its_own_protocol(tmp_path):
         underfit.main(["--root", str(root), "--no-progress"])
     assert repr(train_protocol) in str(info.value)
     assert repr(test_protocol) in str(info.value)
+
+
+def test_compare_rerun_may_add_models_but_not_change_them(tmp_path):
+    import json as json_module
+
+    from facenet.gans_compare import check_overwrite, inputs_path
+
+    csv_path = tmp_path / "gan_distances.csv"
+    csv_path.write_text("idx,m1\n0,0.1\n")
+    earlier = {"db_original": "a", "db_m1": "b"}
+    inputs_path(csv_path).write_text(json_module.dumps(
+        {"inputs_sha256": "old", "protocol": "p", "sources": earlier}))
+    check_overwrite(csv_path, "new", False, {**earlier, "db_m2": "c"}, "p")
+    with pytest.raises(FileExistsError, match="db_m1"):
+        check_overwrite(csv_path, "new", False, {"db_original": "a", "db_m1": "x"}, "p")
+    with pytest.raises(FileExistsError):
+        check_overwrite(csv_path, "new", False, {**earlier, "db_m2": "c"}, "other protocol")
+    check_overwrite(csv_path, "new", True, {"db_original": "z"}, "p")

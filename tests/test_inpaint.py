@@ -499,3 +499,25 @@ def test_opencv_blend_is_the_studys_seamless_clone():
     top_row = np.ones((64, 64), np.float32)
     top_row[0, :] = 0
     assert opencv_blend(original, generated, top_row)[1] == "overlay"
+
+
+def test_complete_refuses_completions_of_another_split(tmp_path, capsys):
+    root = _tiny_experiment(tmp_path)
+    checkpoint.save(GAN(get_spec("dcgan"), TINY, seed=0), root / "checkpoints" / "dcgan", 7)
+    assert _run_cli(root) == 0
+    # A new split lists other test images under the same indices.
+    names = ["000002.jpg", "000000.jpg", "000001.jpg"]
+    (root / "split" / "test.txt").write_text("\n".join(sorted(names)[::-1]) + "\n")
+    assert _run_cli(root) == 2
+    assert "test_images" in capsys.readouterr().err
+
+
+def test_corrupt_newest_checkpoint_is_named(tmp_path, capsys):
+    root = _tiny_experiment(tmp_path)
+    folder = root / "checkpoints" / "dcgan"
+    checkpoint.save(GAN(get_spec("dcgan"), TINY, seed=0), folder, 3)
+    newest = checkpoint.save(GAN(get_spec("dcgan"), TINY, seed=0), folder, 6)
+    newest.write_bytes(newest.read_bytes()[:100])
+    assert _run_cli(root) == 2
+    err = capsys.readouterr().err
+    assert "ckpt-00000006.npz" in err and "ckpt-00000003.npz" in err

@@ -100,3 +100,15 @@ def test_train_cli_unknown_model_lists_names():
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "nosuch" in result.stderr and "dcgan" in result.stderr and "wgan-gp" in result.stderr
+
+
+def test_resume_refuses_rewritten_training_data(records, tmp_path, image_folder):
+    folder = tmp_path / "ckpt"
+    train(tiny_config(records, folder, max_steps=3))
+    paths, _ = list_image_files(image_folder)
+    convert(paths[:8], records, n_shards=2, prep=Preprocessing(size=16, crop_fraction=1.0),
+            overwrite=True, progress=False)
+    with pytest.raises(ValueError, match="training images"):
+        train(tiny_config(records, folder, max_steps=6))
+    with pytest.raises(ValueError, match="seed: existing 1, requested 2"):
+        train(tiny_config(records, folder, seed=2))
