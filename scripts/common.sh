@@ -44,6 +44,7 @@ load_cluster_config() {
     if [[ -z "$file" && -f "$repo_dir/slurm/cluster.conf" ]]; then
         file="$repo_dir/slurm/cluster.conf"
     fi
+
     if [[ -n "$file" ]]; then
         if [[ ! -f "$file" ]]; then
             echo "error: cluster config file not found: $file (copy slurm/cluster.conf.example)" >&2
@@ -61,12 +62,14 @@ load_cluster_config() {
         done
         CLUSTER_CONFIG_FILE="$file"
     fi
+
     : "${CLUSTER_PARTITION:=}" "${CLUSTER_ACCOUNT:=}" "${CLUSTER_GPU_TYPE:=}"
     : "${CLUSTER_CPU_PARTITION:=$CLUSTER_PARTITION}"
     : "${CLUSTER_GPUS_TRAIN:=1}" "${CLUSTER_GPUS_COMPLETE:=1}"
     : "${CLUSTER_CPUS:=4}" "${CLUSTER_MEM:=}" "${CLUSTER_TIME:=4:00:00}"
     : "${CLUSTER_INPAINT_TASKS:=1}" "${CLUSTER_SETUP:=}" "${CLUSTER_EXTRA_ARGS:=}"
     : "${CLUSTER_ROOT:=}"
+
     # Jobs run CLUSTER_SETUP first; once it has activated an environment,
     # its `python` is the one to use, else this submitting side's.
     if [[ -z "${CLUSTER_PYTHON:-}" ]]; then
@@ -78,6 +81,7 @@ load_cluster_config() {
             CLUSTER_PYTHON="$PYTHON"
         fi
     fi
+
     local setting
     for setting in CLUSTER_GPUS_TRAIN CLUSTER_GPUS_COMPLETE CLUSTER_CPUS CLUSTER_INPAINT_TASKS; do
         if [[ ! "${!setting}" =~ ^[0-9]+$ ]]; then

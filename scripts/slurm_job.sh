@@ -23,8 +23,8 @@ fi
 echo "=== job ${SLURM_JOB_ID:-?} ${SLURM_JOB_NAME:-}$task on $(hostname), start $(date '+%F %T')," \
      "restart ${SLURM_RESTART_COUNT:-0}"
 echo "=== command: $*"
-# TensorFlow starts a thread per core of the node by default; keep its
-# kernels to the CPUs that SLURM gave this job, unless the caller chose.
+# TensorFlow starts a thread per core of the node by default. Unless the
+# caller set a count, its kernels get as many threads as the job has CPUs.
 if [[ -n "${SLURM_CPUS_PER_TASK:-}" && -z "${TF_NUM_INTRAOP_THREADS:-}" ]]; then
     export TF_NUM_INTRAOP_THREADS="$SLURM_CPUS_PER_TASK"
 fi
