@@ -39,6 +39,10 @@ while [[ $# -gt 0 ]]; do
     shift
 done
 set_mode "$LOCAL" "$DRY_RUN"
+if [[ -z "${MODELS// /}" ]]; then
+    echo "error: --models is empty; give at least one model name, e.g. --models \"dcgan wgan-gp\"" >&2
+    exit 2
+fi
 if [[ -n "$TASKS" ]]; then
     CLUSTER_INPAINT_TASKS="$TASKS"
 fi
