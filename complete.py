@@ -96,7 +96,7 @@ def _check_earlier_settings(out_dir: Path, current: dict, overwrite: bool) -> No
     differing = [f"{k}: earlier {earlier.get(k, absent)!r}, now {current.get(k)!r}"
                  for k, absent in _RESUME_KEYS.items() if earlier.get(k, absent) != current.get(k)]
     if differing:
-        raise ValueError(f"{out_dir} holds completions made with other settings ({'; '.join(differing)}). "
+        raise ValueError(f"{out_dir} contains completions made with other settings ({'; '.join(differing)}). "
                          "Pass --overwrite to redo them, or choose another --out.")
 
 

@@ -112,7 +112,7 @@ def list_image_files(folder: str | os.PathLike) -> tuple[list[Path], list[Path]]
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(
-            f"image folder not found: {folder}. Pass the folder that holds the face images "
+            f"image folder not found: {folder}. Pass the folder that contains the face images "
             "(for CelebA, the extracted img_align_celeba folder; download.py fetches it)."
         )
     candidates, others = [], []

@@ -63,7 +63,7 @@ def convert(paths: list[Path], out_dir: str | Path, n_shards: int = 128,
             return old
         if not overwrite:
             raise FileExistsError(
-                f"{out_dir} already holds TFRecords of other images or preprocessing; "
+                f"{out_dir} already contains TFRecords of other images or preprocessing; "
                 "pass --overwrite to replace them, or choose another --out")
         for stale in out_dir.glob("*.tfrecord"):
             stale.unlink()

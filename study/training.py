@@ -157,7 +157,7 @@ def _prepare_folder(config: TrainConfig, folder: Path, data_sha256: str) -> None
                              "since this run started")
         if differing:
             raise ValueError(
-                f"{folder} holds a {old.get('model')} run with other settings "
+                f"{folder} contains a {old.get('model')} run with other settings "
                 f"({'; '.join(differing)}). Pass --renew to start over there, or choose another "
                 "--checkpoint_dir.")
     folder.mkdir(parents=True, exist_ok=True)

@@ -83,9 +83,11 @@ def test_split_is_reproducible_and_disjoint():
     train_a, test_a = choose_test_set(names, 10, seed=7)
     train_b, test_b = choose_test_set(names, 10, seed=7)
     _, test_c = choose_test_set(names, 10, seed=8)
-    assert test_a == test_b and train_a == train_b
+    assert test_a == test_b
+    assert train_a == train_b
     assert test_a != test_c
-    assert len(test_a) == 10 and len(train_a) == 40
+    assert len(test_a) == 10
+    assert len(train_a) == 40
     assert set(train_a).isdisjoint(test_a)
     assert sorted(train_a + test_a) == names
 
@@ -104,14 +106,17 @@ def test_split_leaves_dataset_untouched(image_folder, tmp_path):
     assert before == after
     assert result.skipped == ["notes.txt"]
     manifest = json.loads((tmp_path / "split" / "manifest.json").read_text())
-    assert manifest["n_test"] == 3 and manifest["n_train"] == 9 and manifest["seed"] == 1
+    assert manifest["n_test"] == 3
+    assert manifest["n_train"] == 9
+    assert manifest["seed"] == 1
     assert sorted(p.name for p in (tmp_path / "split" / "test").iterdir()) == result.test
 
 
 def test_split_rerun_reuses_and_conflict_fails(image_folder, tmp_path):
     first = split_dataset(image_folder, tmp_path / "s", tmp_path / "s" / "test", 3, seed=1, progress=False)
     again = split_dataset(image_folder, tmp_path / "s", tmp_path / "s" / "test", 3, seed=1, progress=False)
-    assert again.reused and again.test == first.test
+    assert again.reused
+    assert again.test == first.test
     with pytest.raises(SplitError, match="seed: existing 1, requested 2"):
         split_dataset(image_folder, tmp_path / "s", tmp_path / "s" / "test", 3, seed=2, progress=False)
     assert (tmp_path / "s" / "test.txt").read_text().split() == first.test
@@ -123,7 +128,8 @@ def test_split_cli_empty_folder_is_clear_error(tmp_path):
     result = run_script(REPO / "split_train_test.py", "--data", empty, "--root", tmp_path / "exp",
                         "--n_test", "1", "--no-progress")
     assert result.returncode == 2
-    assert "no readable images" in result.stderr and str(empty) in result.stderr
+    assert "no readable images" in result.stderr
+    assert str(empty) in result.stderr
 
 
 def test_image_database_picks_final_iteration(tmp_path):
@@ -137,7 +143,8 @@ def test_image_database_picks_final_iteration(tmp_path):
             Image.fromarray(synthetic_rgb(seed + (model == "m2") * 10, 64, 64)).save(
                 folder / "gen_images" / f"gen_{iteration}.jpg")
     counts = build_image_database(root, tmp_path / "db")
-    assert counts["m1"] == 1 and counts["m2"] == 1
+    assert counts["m1"] == 1
+    assert counts["m2"] == 1
     for model in ("m1", "m2"):
         assert ((tmp_path / "db" / "0" / "gen" / f"{model}.jpg").read_bytes()
                 == (root / model / "test" / "0" / "gen_images" / "gen_1500.jpg").read_bytes())

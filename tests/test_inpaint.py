@@ -520,4 +520,5 @@ def test_corrupt_newest_checkpoint_is_named(tmp_path, capsys):
     newest.write_bytes(newest.read_bytes()[:100])
     assert _run_cli(root) == 2
     err = capsys.readouterr().err
-    assert "ckpt-00000006.npz" in err and "ckpt-00000003.npz" in err
+    assert "ckpt-00000006.npz" in err
+    assert "ckpt-00000003.npz" in err

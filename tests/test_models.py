@@ -123,10 +123,15 @@ def test_unknown_model_lists_valid_names():
 def test_study_hyperparameters():
     dcgan, wgan_gp = get_spec("dcgan"), get_spec("wgan-gp")
     assert dcgan.optimizer == {"name": "adam", "learning_rate": 2e-4, "beta_1": 0.5, "beta_2": 0.999}
-    assert dcgan.n_critic == 1 and dcgan.d_batchnorm and dcgan.penalty is None
+    assert dcgan.n_critic == 1
+    assert dcgan.d_batchnorm
+    assert dcgan.penalty is None
     assert wgan_gp.optimizer == {"name": "adam", "learning_rate": 1e-4, "beta_1": 0.0, "beta_2": 0.9}
-    assert wgan_gp.n_critic == 5 and not wgan_gp.d_batchnorm and wgan_gp.g_batchnorm
-    assert wgan_gp.penalty == "gradient_penalty" and wgan_gp.penalty_weight == 10.0
+    assert wgan_gp.n_critic == 5
+    assert not wgan_gp.d_batchnorm
+    assert wgan_gp.g_batchnorm
+    assert wgan_gp.penalty == "gradient_penalty"
+    assert wgan_gp.penalty_weight == 10.0
 
 
 @pytest.mark.parametrize("name", model_names())

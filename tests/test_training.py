@@ -52,7 +52,9 @@ def test_train_writes_checkpoints_samples_logs(records, tmp_path):
     assert [int(r["step"]) for r in rows] == [2, 4, 6]
     assert all(np.isfinite(float(r["grad_norm_real"])) for r in rows)
     config = json.loads((folder / "config.json").read_text())
-    assert config["model"] == "dcgan" and config["steps"] == 6 and config["spec"]["label"] == "NSGAN"
+    assert config["model"] == "dcgan"
+    assert config["steps"] == 6
+    assert config["spec"]["label"] == "NSGAN"
     assert any((folder / "tensorboard").iterdir())
 
 
@@ -99,7 +101,9 @@ def test_train_cli_unknown_model_lists_names():
     result = subprocess.run([sys.executable, str(REPO / "train.py"), "--model", "nosuch"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
-    assert "nosuch" in result.stderr and "dcgan" in result.stderr and "wgan-gp" in result.stderr
+    assert "nosuch" in result.stderr
+    assert "dcgan" in result.stderr
+    assert "wgan-gp" in result.stderr
 
 
 def test_resume_refuses_rewritten_training_data(records, tmp_path, image_folder):
