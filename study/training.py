@@ -152,7 +152,11 @@ def _prepare_folder(config: TrainConfig, folder: Path, data_sha256: str) -> None
         old = json.loads(config_path.read_text())
         differing = [f"{key}: existing {old.get(key)!r}, requested {getattr(config, key)!r}"
                      for key in _IDENTITY_KEYS if old.get(key) != getattr(config, key)]
-        if old.get("training_data_sha256") != data_sha256:
+        recorded = old.get("training_data_sha256")
+        if recorded is None:
+            differing.append("training images: this run's config.json does not record which "
+                             "TFRecords it was trained on, so they cannot be checked")
+        elif recorded != data_sha256:
             differing.append(f"training images: the TFRecords in {config.tfrecords} were rewritten "
                              "since this run started")
         if differing:

@@ -116,3 +116,16 @@ def test_resume_refuses_rewritten_training_data(records, tmp_path, image_folder)
         train(tiny_config(records, folder, max_steps=6))
     with pytest.raises(ValueError, match="seed: existing 1, requested 2"):
         train(tiny_config(records, folder, seed=2))
+
+
+def test_resume_of_run_without_recorded_data_says_so(records, tmp_path):
+    # Runs made before the training data's hash was recorded must not be told the data changed.
+    folder = tmp_path / "ckpt"
+    train(tiny_config(records, folder, max_steps=3))
+    config_path = folder / "config.json"
+    recorded = json.loads(config_path.read_text())
+    del recorded["training_data_sha256"]
+    config_path.write_text(json.dumps(recorded))
+    with pytest.raises(ValueError, match="does not record which TFRecords") as caught:
+        train(tiny_config(records, folder, max_steps=6))
+    assert "rewritten" not in str(caught.value)
