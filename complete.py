@@ -19,7 +19,6 @@ completions_<clipping>_full/<model>/test. No fill_quality.csv is written.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
@@ -92,7 +91,7 @@ def _check_earlier_settings(out_dir: Path, current: dict, overwrite: bool) -> No
     path = out_dir / "completion_config.json"
     if overwrite or not path.exists():
         return
-    earlier = json.loads(path.read_text())
+    earlier = provenance.read_json(path)
     differing = [f"{k}: earlier {earlier.get(k, absent)!r}, now {current.get(k)!r}"
                  for k, absent in _RESUME_KEYS.items() if earlier.get(k, absent) != current.get(k)]
     if differing:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
@@ -32,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="central fraction of the square crop kept before resizing "
                              "(default: 64/82, the study's zoom; 1 keeps the whole square)")
     parser.add_argument("--size", type=int, default=IMAGE_SIZE, help="output side in pixels (default: 64)")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing TFRecords")
+    parser.add_argument("--overwrite", action="store_true", help="replace the shards an earlier convert.py run wrote in --out (other files there are kept)")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser
@@ -58,7 +57,7 @@ def main(argv=None) -> int:
             manifest = layout.split_dir / "manifest.json"
             if not manifest.exists():
                 raise FileNotFoundError(f"{manifest} is missing; pass --data")
-            data_dir = Path(json.loads(manifest.read_text())["data_dir"])
+            data_dir = Path(provenance.read_json(manifest)["data_dir"])
         paths = [data_dir / name for name in list_path.read_text().split()]
         missing = [str(p) for p in paths if not p.exists()]
         if missing:

@@ -13,7 +13,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import logging  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -114,7 +113,7 @@ def check_overwrite(csv_path: Path, fingerprint: str, overwrite: bool,
     record_path = inputs_path(csv_path)
     record = {}
     if record_path.is_file():
-        record = json.loads(record_path.read_text())
+        record = provenance.read_json(record_path)
     if record.get("inputs_sha256") == fingerprint:
         return
     earlier = record.get("sources")

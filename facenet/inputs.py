@@ -12,6 +12,7 @@ import numpy as np
 from facenet.store import ImageItem
 from study.images import Preprocessing, decode_rgb, load_face
 from study.layout import Layout
+from study.provenance import read_json
 from study.split import final_iteration_file, read_split_list
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ def read_preprocessing(layout: Layout) -> Preprocessing:
     if not manifest.is_file():
         log.info("no %s; using the default preprocessing %s", manifest, Preprocessing().as_dict())
         return Preprocessing()
-    settings = json.loads(manifest.read_text()).get("preprocessing")
+    settings = read_json(manifest).get("preprocessing")
     if not isinstance(settings, dict):
         raise ValueError(f"{manifest} has no 'preprocessing' entry; rerun convert.py")
     return Preprocessing(**settings)
@@ -92,7 +93,7 @@ def split_items(layout: Layout, which: str) -> list[ImageItem]:
         manifest = layout.split_dir / "manifest.json"
         if not manifest.is_file():
             raise FileNotFoundError(f"split manifest not found: {manifest}. Run split_train_test.py first.")
-        folder = Path(json.loads(manifest.read_text())["data_dir"])
+        folder = Path(read_json(manifest)["data_dir"])
     else:
         raise ValueError(f"invalid split list {which!r}; expected 'train' or 'test'")
     return [ImageItem(key=name, path=folder / name) for name in names]
@@ -175,7 +176,7 @@ def read_image_database(db_dir: str | Path) -> ImageDatabase:
     database = ImageDatabase(originals, generated)
     listed = db_dir / "database.json"
     if listed.is_file():
-        listed_models = sorted(json.loads(listed.read_text()).get("models", []))
+        listed_models = sorted(read_json(listed).get("models", []))
         if listed_models != database.models:
             log.warning("%s lists models %s but the folders contain %s; using the folders",
                         listed, listed_models, database.models)

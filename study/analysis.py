@@ -35,7 +35,6 @@ running this module never switches the pyplot backend of the caller.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import re
@@ -238,7 +237,7 @@ def read_protocol(layout: Layout) -> str:
     found = []
     for record in records:
         if record.is_file():
-            protocol = json.loads(record.read_text()).get("protocol")
+            protocol = provenance.read_json(record).get("protocol")
             if protocol and protocol not in found:
                 found.append(protocol)
     if len(found) > 1:

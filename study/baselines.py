@@ -291,7 +291,7 @@ def find_nearest_train_images(config: BaselineConfig, layout: Layout, split, ind
         "data_dir": str(split.data_dir), "preprocessing": split.prep.as_dict(),
     }, sort_keys=True))
     if (not config.overwrite and csv_path.is_file() and record_path.is_file()
-            and json.loads(record_path.read_text()) == inputs):
+            and provenance.read_json(record_path) == inputs):
         log.info("reusing the pixel-space nearest training images in %s", csv_path)
         return pd.read_csv(csv_path)
 
@@ -387,7 +387,7 @@ def _check_earlier_results(layout: Layout, settings: dict, overwrite: bool) -> N
         record = layout.underfit(baseline.source) / "inputs.json"
         if not record.is_file():
             continue
-        earlier = json.loads(record.read_text())
+        earlier = provenance.read_json(record)
         differing = [f"{key}: earlier {earlier.get(key)!r}, now {value!r}"
                      for key, value in settings.items() if earlier.get(key) != value]
         if differing:

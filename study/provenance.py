@@ -13,6 +13,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from study.errors import StageError
+
 _PACKAGES = ("tensorflow-cpu", "tensorflow", "keras", "numpy", "pandas", "scipy",
              "opencv-python-headless", "dlib-bin", "matplotlib", "pillow")
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -42,6 +44,18 @@ def package_versions() -> dict:
 
 def utc_stamp() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def read_json(path: str | os.PathLike):
+    """Load the JSON file at ``path``; a damaged file raises StageError naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise StageError(
+            f"{path} is not valid JSON ({exc}). It was probably cut short or edited by hand; "
+            "restore it, or remove it and rerun the stage that wrote it (with --overwrite "
+            "where that stage asks for it).") from exc
 
 
 def write_json_atomic(path: str | os.PathLike, data) -> Path:

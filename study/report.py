@@ -12,7 +12,6 @@ header is clicked.
 from __future__ import annotations
 
 import html
-import json
 import logging
 import math
 import os
@@ -149,7 +148,7 @@ def _data_dir(layout: Layout) -> Path | None:
     manifest = layout.split_dir / "manifest.json"
     if not manifest.is_file():
         return None
-    return Path(json.loads(manifest.read_text())["data_dir"])
+    return Path(provenance.read_json(manifest)["data_dir"])
 
 
 def _completion_images(folder: Path) -> dict[str, Path | None]:

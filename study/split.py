@@ -6,7 +6,6 @@ and the test images are copied (never moved) into the test folder.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import shutil
@@ -18,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from study.images import UnreadableImage, decode_rgb, list_image_files
-from study.provenance import sha256_file, sha256_lines, write_json_atomic, write_text_atomic
+from study.provenance import read_json, sha256_file, sha256_lines, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +174,7 @@ def split_dataset(data_dir: str | Path, split_dir: str | Path, test_dir: str | P
     identities = read_identities(identity_file) if identity_file is not None else None
     identity_sha256 = sha256_file(identity_file) if identity_file is not None else None
     if manifest_path.exists() and not overwrite:
-        old = json.loads(manifest_path.read_text())
+        old = read_json(manifest_path)
         wanted = {"data_dir": str(data_dir.resolve()), "seed": seed, "n_test": n_test,
                   "identity_file_sha256": identity_sha256}
         differing = {k: (old.get(k), v) for k, v in wanted.items() if old.get(k) != v}

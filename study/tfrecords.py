@@ -6,7 +6,6 @@ the pipeline scales pixels to [-1, 1] (x / 127.5 - 1) when it reads them.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from study.images import Preprocessing, UnreadableImage, load_face
-from study.provenance import sha256_lines, write_json_atomic
+from study.provenance import read_json, sha256_lines, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +54,7 @@ def convert(paths: list[Path], out_dir: str | Path, n_shards: int = 128,
     names_hash = sha256_lines(str(p) for p in paths)
     manifest_path = out_dir / MANIFEST
     if manifest_path.exists():
-        old = json.loads(manifest_path.read_text())
+        old = read_json(manifest_path)
         same = old.get("source_sha256") == names_hash and old.get("preprocessing") == prep.as_dict()
         if same and not overwrite:
             log.info("TFRecords in %s already hold these %d images; nothing to do",
@@ -65,10 +64,19 @@ def convert(paths: list[Path], out_dir: str | Path, n_shards: int = 128,
             raise FileExistsError(
                 f"{out_dir} already contains TFRecords of other images or preprocessing; "
                 "pass --overwrite to replace them, or choose another --out")
-        for stale in out_dir.glob("*.tfrecord"):
-            stale.unlink()
+    elif not overwrite and any(out_dir.glob("*.tfrecord")):
+        raise FileExistsError(
+            f"{out_dir} holds .tfrecord files but no {MANIFEST}, so they were not written by "
+            "convert.py; choose another --out, or pass --overwrite to let shards of the same "
+            "name be replaced")
     if not paths:
         raise ValueError("no images to convert: the image list is empty")
+    if manifest_path.exists():
+        # Only the shards the earlier conversion listed are ours to remove; any
+        # other file in the folder stays.
+        for shard in read_json(manifest_path).get("shards", []):
+            (out_dir / shard["file"]).unlink(missing_ok=True)
+        manifest_path.unlink()
 
     out_dir.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(max_workers=4) as pool:
@@ -133,7 +141,7 @@ def read_manifest(tfrecord_dir: str | Path) -> dict:
     if not path.exists():
         raise FileNotFoundError(
             f"no TFRecords found: {path} is missing. Run convert.py first.")
-    return json.loads(path.read_text())
+    return read_json(path)
 
 
 def parse_record(serialized):

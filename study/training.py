@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 import shutil
@@ -17,7 +16,7 @@ from tqdm import tqdm
 from study.errors import StageError
 from study.images import to_uint8
 from study.plots import save_grid
-from study.provenance import write_json_atomic, write_text_atomic
+from study.provenance import read_json, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +148,7 @@ def _prepare_folder(config: TrainConfig, folder: Path, data_sha256: str) -> None
         for name in ("losses.csv", "sample_z.npy", "config.json"):
             (folder / name).unlink(missing_ok=True)
     elif config_path.exists():
-        old = json.loads(config_path.read_text())
+        old = read_json(config_path)
         differing = [f"{key}: existing {old.get(key)!r}, requested {getattr(config, key)!r}"
                      for key in _IDENTITY_KEYS if old.get(key) != getattr(config, key)]
         recorded = old.get("training_data_sha256")

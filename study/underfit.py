@@ -450,7 +450,7 @@ def _prepare_output(out_dir: Path, inputs: dict, overwrite: bool) -> bool:
     """
     record_path, csv_path = out_dir / INPUTS_FILE, out_dir / CSV_FILE
     if record_path.exists():
-        earlier = json.loads(record_path.read_text())
+        earlier = provenance.read_json(record_path)
         if earlier == inputs and csv_path.exists() and not overwrite:
             return True
         differing = [f"{key}: earlier {earlier.get(key)!r}, now {inputs.get(key)!r}"
@@ -473,7 +473,7 @@ def _preprocessing(layout: Layout) -> Preprocessing:
     """Return the preprocessing of the training data, as complete.py chooses it."""
     manifest = layout.tfrecords / "manifest.json"
     if manifest.exists():
-        return Preprocessing(**json.loads(manifest.read_text())["preprocessing"])
+        return Preprocessing(**provenance.read_json(manifest)["preprocessing"])
     return Preprocessing()
 
 
@@ -512,7 +512,7 @@ def load_split_inputs(root: str | Path, protocol: str | None) -> SplitInputs:
     test_names = read_split_list(layout.split_dir, "test")
     if not manifest_path.exists():
         raise FileNotFoundError(f"split manifest not found: {manifest_path}. Run split_train_test.py first.")
-    data_dir = Path(json.loads(manifest_path.read_text())["data_dir"])
+    data_dir = Path(provenance.read_json(manifest_path)["data_dir"])
     return SplitInputs(train=train, test=test, train_names=train_names, test_names=test_names,
                        data_dir=data_dir, prep=_preprocessing(layout), protocol=shared_protocol)
 

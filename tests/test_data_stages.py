@@ -214,3 +214,48 @@ def test_convert_empty_folder_is_clear_error(tmp_path):
     result = run_script(REPO / "convert.py", "--data", empty, "--list", "all", "--out", tmp_path / "r")
     assert result.returncode == 2
     assert "no images to convert" in result.stderr
+
+
+def test_convert_overwrite_replaces_only_its_own_shards(tmp_path, image_folder):
+    from study.images import list_image_files
+    from study.tfrecords import convert
+
+    paths, _ = list_image_files(image_folder)
+    out = tmp_path / "records"
+    convert(paths[:6], out, n_shards=3, prep=Preprocessing(size=16), progress=False)
+    foreign = out / "someone-else.tfrecord"
+    foreign.write_bytes(b"not ours")
+    manifest = convert(paths[:6], out, n_shards=2, prep=Preprocessing(size=16, crop_fraction=1.0),
+                       overwrite=True, progress=False)
+    assert foreign.read_bytes() == b"not ours"
+    assert sorted(p.name for p in out.glob("train-*.tfrecord")) == sorted(
+        s["file"] for s in manifest["shards"])
+    assert len(manifest["shards"]) == 2
+
+
+def test_convert_refuses_folder_of_foreign_records(tmp_path, image_folder):
+    from study.images import list_image_files
+    from study.tfrecords import convert
+
+    paths, _ = list_image_files(image_folder)
+    out = tmp_path / "records"
+    out.mkdir()
+    foreign = out / "train-00000-of-00001.tfrecord"
+    foreign.write_bytes(b"not ours")
+    with pytest.raises(FileExistsError, match="no manifest.json"):
+        convert(paths[:4], out, n_shards=1, prep=Preprocessing(size=16), progress=False)
+    assert foreign.read_bytes() == b"not ours"
+    assert sorted(p.name for p in out.iterdir()) == [foreign.name]
+
+
+def test_damaged_manifest_error_names_the_file(tmp_path, image_folder):
+    out = tmp_path / "records"
+    args = (REPO / "convert.py", "--data", image_folder, "--list", "all", "--out", out, "--shards", "2",
+            "--no-progress")
+    assert run_script(*args).returncode == 0
+    manifest = out / "manifest.json"
+    manifest.write_text(manifest.read_text()[:40])
+    result = run_script(*args)
+    assert result.returncode == 2
+    assert f"{manifest} is not valid JSON" in result.stderr
+    assert "Traceback" not in result.stderr
