@@ -31,7 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="central fraction of the square crop kept before resizing "
                              "(default: 64/82, the study's zoom; 1 keeps the whole square)")
     parser.add_argument("--size", type=int, default=IMAGE_SIZE, help="output side in pixels (default: 64)")
-    parser.add_argument("--overwrite", action="store_true", help="replace the shards an earlier convert.py run wrote in --out (other files there are kept)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the shards an earlier convert.py run wrote in --out "
+                             "(other files there are kept)")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser
