@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from study import fill_quality
 from study.blend import BLENDERS, overlay
+from study.errors import StageError
 from study.images import Preprocessing, UnreadableImage, load_face, save_rgb, to_uint8, to_unit_range
 from study.inpaint import InpaintSettings, LatentOptimizer, optimize_batch
 
@@ -128,6 +129,13 @@ def _complete_selected(gan, known, weights, settings, job, indices, faces, metho
         z_best, final_losses, best = optimize_batch(optimizer, images, batch_idx, job.iterations,
                                                     job.save_every, writer)
         total, contextual, perceptual = optimizer.evaluate(z_best, images)
+        broken = [idx for idx, value in zip(batch_idx, total) if not np.isfinite(value)]
+        if broken:
+            # No z.npz is written for this batch, so a rerun redoes these images.
+            raise StageError(
+                f"inpainting loss became non-finite for test image(s) {broken} in {out_dir}; "
+                "their completions were not saved. Check that the checkpoint gives finite "
+                "samples, lower --lr or --lam, and rerun the same command to resume.")
         for row, idx in enumerate(batch_idx):
             record = writer.final[row]
             methods[record["blend_method"]] = methods.get(record["blend_method"], 0) + 1

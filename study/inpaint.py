@@ -14,6 +14,7 @@ one compiled loop.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,8 +39,16 @@ class InpaintSettings:
             raise ValueError(f"unknown clipping {self.clipping!r}; valid: {', '.join(CLIPPINGS)}")
         if self.restarts < 1:
             raise ValueError(f"--restarts must be at least 1, got {self.restarts}")
-        if self.lam < 0:
-            raise ValueError(f"--lam must not be negative, got {self.lam}")
+        if not (math.isfinite(self.lam) and self.lam >= 0):
+            raise ValueError(f"--lam must be a finite number >= 0, got {self.lam}")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ValueError(f"--lr must be a finite number > 0, got {self.learning_rate}")
+        for name in ("beta_1", "beta_2"):
+            value = getattr(self, name)
+            if not 0 <= value < 1:
+                raise ValueError(f"Adam {name} must lie in [0, 1), got {value}")
+        if not (math.isfinite(self.epsilon) and self.epsilon > 0):
+            raise ValueError(f"Adam epsilon must be a finite number > 0, got {self.epsilon}")
 
 
 def clip_latent(z, clipping: str, seed):

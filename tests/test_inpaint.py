@@ -522,3 +522,24 @@ def test_corrupt_newest_checkpoint_is_named(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "ckpt-00000006.npz" in err
     assert "ckpt-00000003.npz" in err
+
+
+@pytest.mark.parametrize("flag, value", [("--lr", "nan"), ("--lr", "0"), ("--lam", "inf")])
+def test_complete_rejects_non_finite_settings(tmp_path, capsys, flag, value):
+    root = _tiny_experiment(tmp_path)
+    checkpoint.save(GAN(get_spec("dcgan"), TINY, seed=0), root / "checkpoints" / "dcgan", 7)
+    assert _run_cli(root, flag, value) == 2
+    assert f"{flag} must be a finite number" in capsys.readouterr().err
+    assert not list(root.glob("completions_*/**/z.npz"))
+
+
+def test_complete_stops_on_non_finite_loss_and_saves_no_latent(tmp_path, capsys):
+    root = _tiny_experiment(tmp_path)
+    gan = GAN(get_spec("dcgan"), TINY, seed=0)
+    first = gan.generator.trainable_variables[0]
+    first.assign(tf.fill(first.shape, float("nan")))
+    checkpoint.save(gan, root / "checkpoints" / "dcgan", 7)
+    assert _run_cli(root) == 2
+    err = capsys.readouterr().err
+    assert "non-finite for test image(s) [0, 1, 2]" in err
+    assert not list(_completions(root).glob("*/z.npz"))
