@@ -35,12 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resamples", type=int, default=10000,
                         help="bootstrap resamples per confidence interval (default: 10000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default: 0)")
-    parser.add_argument("--clipping", default="stochastic", choices=("stochastic", "standard"),
+    parser.add_argument("--clipping", default=None, choices=("stochastic", "standard"),
                         help="clipping of the completions whose fill quality and images to show "
-                             "(default: stochastic)")
-    parser.add_argument("--maskType", default="center",
+                             "(default: those the image database was built from, else stochastic)")
+    parser.add_argument("--maskType", default=None,
                         help="mask of the completions whose fill quality and images to show "
-                             "(default: center)")
+                             "(default: that of the image database, else center)")
     parser.add_argument("--seeds", action="store_true",
                         help="group <model>+seed<k> folders with <model> as training seeds of one GAN")
     parser.add_argument("--report-only", dest="report_only", action="store_true",

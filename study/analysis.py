@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 from study import provenance
-from study.layout import Layout
+from study.layout import Layout, completion_source
 
 log = logging.getLogger(__name__)
 
@@ -730,14 +730,18 @@ def _paired_comparisons(values: pd.DataFrame, models: list[str], seeds: bool
 
 
 def run_analysis(root: str | Path, n_resamples: int = 10000, seed: int = 0,
-                 clipping: str = "stochastic", mask: str = "center", seeds: bool = False,
+                 clipping: str | None = None, mask: str | None = None, seeds: bool = False,
                  report: bool = True) -> AnalysisResult:
     """Write the figures, ``results/summary.csv``, ``pairwise.csv`` and ``friedman.csv``.
 
     With ``seeds``, also ``results/seeds.csv``. With ``report``, also
-    ``report/index.html`` (see :mod:`study.report`).
+    ``report/index.html`` (see :mod:`study.report`). ``clipping`` and
+    ``mask`` default to the completions the image database was built from
+    (see :func:`study.layout.completion_source`).
     """
     layout = Layout(root)
+    requested = {"clipping": clipping, "mask": mask}
+    clipping, mask = completion_source(layout, clipping, mask)
     underfit = load_underfit(layout.root / "underfit")
     if layout.gan_distances.exists() or underfit.empty:
         distances = load_distances(layout.gan_distances)
@@ -800,7 +804,7 @@ def run_analysis(root: str | Path, n_resamples: int = 10000, seed: int = 0,
     if report:
         from study.report import build_report
 
-        result.report_path = build_report(root, clipping=clipping, mask=mask)
+        result.report_path = build_report(root, **requested)
     return result
 
 

@@ -21,7 +21,7 @@ from urllib.parse import quote
 import pandas as pd
 
 from study import provenance
-from study.layout import Layout
+from study.layout import Layout, completion_source
 from study.split import final_iteration_file
 
 log = logging.getLogger(__name__)
@@ -232,13 +232,14 @@ def image_rows(layout: Layout, report_dir: Path, gans: list[str], baselines: lis
     return "\n".join(lines)
 
 
-def build_report(root: str | Path, clipping: str = "stochastic", mask: str = "center") -> Path:
+def build_report(root: str | Path, clipping: str | None = None, mask: str | None = None) -> Path:
     """Write ``<root>/report/index.html`` from the analysis results and the images on disk.
 
     Raises FileNotFoundError when ``results/summary.csv`` is missing, because
     the report shows the analysis that analyze.py writes.
     """
     layout = Layout(root)
+    clipping, mask = completion_source(layout, clipping, mask)
     report_dir = layout.root / REPORT_DIR
     summary = _read_csv(layout.results / "summary.csv")
     if summary is None:

@@ -373,3 +373,41 @@ def test_analyze_cli_report_only(paired_root):
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert (paired_root / "report" / "index.html").is_file()
+
+
+def _fill_quality(root: Path, folder_name: str, value: float) -> None:
+    folder = root / folder_name / "dcgan" / "test"
+    folder.mkdir(parents=True)
+    pd.DataFrame({"idx": range(30), "l1_blended": value, "psnr_blended": value, "ssim_blended": value,
+                  "l1_overlay": value, "psnr_overlay": value, "ssim_overlay": value}
+                 ).to_csv(folder / "fill_quality.csv", index=False)
+
+
+def test_completions_default_to_those_of_the_image_database(paired_root):
+    from study.provenance import write_json_atomic
+
+    _fill_quality(paired_root, "completions_stochastic_center", 1.0)
+    _fill_quality(paired_root, "completions_standard_left", 2.0)
+    write_json_atomic(paired_root / "imagesdb" / "database.json",
+                      {"completions": "/elsewhere/completions_standard_left", "models": ["dcgan"]})
+
+    result = run_analysis(paired_root, n_resamples=200)
+
+    assert result.summary.set_index("model").loc["dcgan", "psnr_blended_mean"] == 2.0
+    assert "clipping standard, mask left" in (paired_root / "report" / "index.html").read_text()
+    with pytest.raises(ValueError, match="come from completions_standard_left") as caught:
+        run_analysis(paired_root, n_resamples=200, mask="center")
+    assert "completions_standard_center" in str(caught.value)
+
+
+def test_completions_flags_must_name_an_existing_folder(paired_root):
+    _fill_quality(paired_root, "completions_stochastic_center", 1.0)
+
+    completed = subprocess.run(
+        [sys.executable, str(REPO / "analyze.py"), "--root", str(paired_root), "--maskType", "left",
+         "--resamples", "50", "--no-report"], cwd=REPO, capture_output=True, text=True, timeout=120)
+
+    assert completed.returncode == 2
+    assert "completions_stochastic_left" in completed.stderr
+    assert "this experiment has completions_stochastic_center" in completed.stderr
+    assert not (paired_root / "results").exists()
