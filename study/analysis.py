@@ -546,12 +546,18 @@ def _colour(model: str) -> str:
     return BASELINE_COLOUR if is_baseline(model) else GAN_COLOUR
 
 
-def _model_rows(axes, models: list[str], counts: list[int]) -> None:
-    """Label the rows of ``axes`` with the models, first at the top, and mark where baselines begin."""
+def _model_rows(axes, models: list[str], counts: list[int] | None = None) -> None:
+    """Label the rows of ``axes`` with the models, first at the top, and mark where baselines begin.
+
+    ``counts`` go into the row labels; panels that share their rows pass
+    None and write their own counts (see :func:`_bar_panel`).
+    """
     positions = np.arange(len(models))
     axes.set_yticks(positions)
-    axes.set_yticklabels([f"{plot_label(model)} (n={count})" for model, count in zip(models, counts)],
-                         fontsize=FONT_SIZE - 1)
+    labels = [plot_label(model) for model in models]
+    if counts is not None:
+        labels = [f"{label} (n={count})" for label, count in zip(labels, counts)]
+    axes.set_yticklabels(labels, fontsize=FONT_SIZE - 1)
     axes.set_ylim(len(models) - 0.5, -0.5)
     first_baseline = next((row for row, model in enumerate(models) if is_baseline(model)), None)
     if first_baseline:
@@ -613,6 +619,8 @@ def plot_distance_boxes(distances: pd.DataFrame, models: list[str], path: Path,
 
 def _bar_panel(axes, summary: pd.DataFrame, prefix: str, xlabel: str, title: str,
                run_points: dict[str, list[tuple[float, float, float]]] | None = None) -> None:
+    from matplotlib.transforms import blended_transform_factory
+
     means = summary[f"{prefix}_mean"].to_numpy(dtype=np.float64)
     lows = summary[f"{prefix}_ci_low"].to_numpy(dtype=np.float64)
     highs = summary[f"{prefix}_ci_high"].to_numpy(dtype=np.float64)
@@ -634,7 +642,12 @@ def _bar_panel(axes, summary: pd.DataFrame, prefix: str, xlabel: str, title: str
             axes.errorbar(mean, row, xerr=[[mean - low], [high - mean]], fmt="none",
                           ecolor="black", capsize=2.5, linewidth=0.8)
     axes.axvline(0.0, color="black", linewidth=0.8)
-    _model_rows(axes, models, list(summary[f"{prefix}_n"]))
+    # The two panels share their row labels, so each writes its own image counts.
+    _model_rows(axes, models)
+    rows_at_right = blended_transform_factory(axes.transAxes, axes.transData)
+    for row, count in enumerate(summary[f"{prefix}_n"]):
+        axes.text(0.99, row, f"n={count}", transform=rows_at_right, ha="right", va="center",
+                  fontsize=FONT_SIZE - 2, color="dimgrey")
     axes.set_xlabel(xlabel, fontsize=FONT_SIZE)
     axes.set_title(title, fontsize=FONT_SIZE + 1)
 
@@ -643,6 +656,13 @@ def plot_joint_bars(summary: pd.DataFrame, path: Path, n_resamples: int, seed: i
                     protocol: str = "unknown", n_test: int | None = None,
                     run_points: dict | None = None) -> Path:
     """Write side-by-side bar panels of the mean distance and mean gap with 95% CIs."""
+    figure = joint_bar_figure(summary, n_resamples, seed, protocol, n_test, run_points)
+    return _save_figure(figure, path)
+
+
+def joint_bar_figure(summary: pd.DataFrame, n_resamples: int, seed: int, protocol: str = "unknown",
+                     n_test: int | None = None, run_points: dict | None = None):
+    """Return the figure :func:`plot_joint_bars` saves."""
     figure = _new_figure(FIGURE_WIDTH, 1.6 + ROW_HEIGHT * len(summary))
     left, right = figure.subplots(1, 2, sharey=True)
     _bar_panel(left, summary, "distance", DISTANCE_AXIS_LABEL, "Mean cosine distance",
@@ -662,7 +682,7 @@ def plot_joint_bars(summary: pd.DataFrame, path: Path, n_resamples: int, seed: i
     if any(is_baseline(model) for model in summary["model"]):
         caption += BASELINE_NOTE
     _caption(figure, caption)
-    return _save_figure(figure, path)
+    return figure
 
 
 # --- the stage -------------------------------------------------------------------

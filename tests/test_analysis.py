@@ -411,3 +411,21 @@ def test_completions_flags_must_name_an_existing_folder(paired_root):
     assert "completions_stochastic_left" in completed.stderr
     assert "this experiment has completions_stochastic_center" in completed.stderr
     assert not (paired_root / "results").exists()
+
+
+def test_joint_bars_count_each_panel_separately(root):
+    summary = run_analysis(root, n_resamples=100, report=False).summary
+    figure = analysis.joint_bar_figure(summary, 100, 0)
+    distance_panel, gap_panel = figure.axes[:2]
+
+    def counts(axes):
+        return [text.get_text() for text in axes.texts if text.get_text().startswith("n=")]
+
+    by_model = summary.set_index("model")
+    assert counts(distance_panel) == [f"n={by_model.loc[m, 'distance_n']}" for m in summary["model"]]
+    assert counts(gap_panel) == [f"n={by_model.loc[m, 'gap_n']}" for m in summary["model"]]
+    # mygan has distances but no gaps: its two panels must not show the same count.
+    assert by_model.loc["mygan", "distance_n"] == 5
+    assert by_model.loc["mygan", "gap_n"] == 0
+    assert [label.get_text() for label in distance_panel.get_yticklabels()] == [
+        analysis.plot_label(m) for m in summary["model"]]
