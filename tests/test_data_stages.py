@@ -259,3 +259,15 @@ def test_damaged_manifest_error_names_the_file(tmp_path, image_folder):
     assert result.returncode == 2
     assert f"{manifest} is not valid JSON" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("root_inside", ["same", "below"])
+def test_split_refuses_root_inside_data(image_folder, root_inside):
+    before = sorted(p.name for p in image_folder.rglob("*"))
+    root = image_folder if root_inside == "same" else image_folder / "experiment"
+    result = run_script(REPO / "split_train_test.py", "--data", image_folder, "--root", root,
+                        "--n_test", "2", "--no-progress")
+    assert result.returncode == 2
+    assert "overlap" in result.stderr
+    assert str(image_folder) in result.stderr
+    assert sorted(p.name for p in image_folder.rglob("*")) == before
