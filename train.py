@@ -55,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--renew", action="store_true",
                         help="start from scratch, deleting this model's earlier checkpoints, "
                              "samples and logs instead of resuming")
-    parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the resolved config, check it against the TFRecords and the "
+                             "checkpoint folder, and exit without training")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser
@@ -80,7 +82,19 @@ def main(argv=None) -> int:
         sample_count=args.sample_count, keep_checkpoints=args.keep_checkpoints,
         seed=args.seed, renew=args.renew, progress=args.progress, gpus=args.gpus)
     if args.dry_run:
+        from study.training import plan
+
         print(config)
+        outline = plan(config)
+        if outline["start_step"] >= outline["steps"]:
+            start = f"nothing to do: {outline['resume_from']} is at step {outline['start_step']}"
+        elif outline["resume_from"]:
+            start = f"would resume from {outline['resume_from']} (step {outline['start_step']})"
+        else:
+            start = f"would start from step 0 in {config.checkpoint_dir}"
+        print(f"{outline['model']} ({outline['label']}): {outline['steps']} steps on "
+              f"{outline['n_train_images']} images of {outline['image_size']}x{outline['image_size']} "
+              f"in {config.tfrecords}; {start}")
         return 0
     summary = train(config)
     provenance.record(Path(config.checkpoint_dir), "train", {**vars(args), **summary})

@@ -137,8 +137,30 @@ def make_strategy(gpus: int):
     return tf.distribute.MirroredStrategy(visible[:gpus])
 
 
-def _prepare_folder(config: TrainConfig, folder: Path, data_sha256: str) -> None:
+def _check_folder(config: TrainConfig, folder: Path, data_sha256: str) -> None:
+    """Raise ValueError when ``folder`` holds a run that ``config`` cannot continue."""
     config_path = folder / "config.json"
+    if config.renew or not config_path.exists():
+        return
+    old = read_json(config_path)
+    differing = [f"{key}: existing {old.get(key)!r}, requested {getattr(config, key)!r}"
+                 for key in _IDENTITY_KEYS if old.get(key) != getattr(config, key)]
+    recorded = old.get("training_data_sha256")
+    if recorded is None:
+        differing.append("training images: this run's config.json does not record which "
+                         "TFRecords it was trained on, so they cannot be checked")
+    elif recorded != data_sha256:
+        differing.append(f"training images: the TFRecords in {config.tfrecords} were rewritten "
+                         "since this run started")
+    if differing:
+        raise ValueError(
+            f"{folder} contains a {old.get('model')} run with other settings "
+            f"({'; '.join(differing)}). Pass --renew to start over there, or choose another "
+            "--checkpoint_dir.")
+
+
+def _prepare_folder(config: TrainConfig, folder: Path, data_sha256: str) -> None:
+    _check_folder(config, folder, data_sha256)
     if config.renew and folder.exists():
         log.warning("--renew: removing earlier checkpoints, samples and logs in %s", folder)
         for path in folder.glob("ckpt-*.npz"):
@@ -147,23 +169,46 @@ def _prepare_folder(config: TrainConfig, folder: Path, data_sha256: str) -> None
             shutil.rmtree(folder / name, ignore_errors=True)
         for name in ("losses.csv", "sample_z.npy", "config.json"):
             (folder / name).unlink(missing_ok=True)
-    elif config_path.exists():
-        old = read_json(config_path)
-        differing = [f"{key}: existing {old.get(key)!r}, requested {getattr(config, key)!r}"
-                     for key in _IDENTITY_KEYS if old.get(key) != getattr(config, key)]
-        recorded = old.get("training_data_sha256")
-        if recorded is None:
-            differing.append("training images: this run's config.json does not record which "
-                             "TFRecords it was trained on, so they cannot be checked")
-        elif recorded != data_sha256:
-            differing.append(f"training images: the TFRecords in {config.tfrecords} were rewritten "
-                             "since this run started")
-        if differing:
-            raise ValueError(
-                f"{folder} contains a {old.get('model')} run with other settings "
-                f"({'; '.join(differing)}). Pass --renew to start over there, or choose another "
-                "--checkpoint_dir.")
     folder.mkdir(parents=True, exist_ok=True)
+
+
+def plan(config: TrainConfig) -> dict:
+    """Check ``config`` against its data and checkpoint folder without writing anything.
+
+    Returns what :func:`train` would do: the model, the training images, the
+    total steps and the step it would start from. Raises the errors
+    :func:`train` would raise before its first step.
+    """
+    from models import checkpoint, get_spec
+    from study.tfrecords import read_manifest
+
+    spec = get_spec(config.model)
+    if config.gpus > 1:
+        from models.gan import check_distributable
+
+        check_distributable(spec)
+    manifest = read_manifest(config.tfrecords)
+    if manifest["n_images"] < config.batch_size:
+        raise ValueError(f"batch size {config.batch_size} is larger than the {manifest['n_images']} "
+                         f"training images in {config.tfrecords}; lower --batch_size")
+    folder = Path(config.checkpoint_dir)
+    _check_folder(config, folder, manifest["source_sha256"])
+    newest = None if config.renew else checkpoint.latest(folder)
+    start = 0
+    if newest is not None:
+        from types import SimpleNamespace
+
+        from models.gan import Sizes
+
+        meta = checkpoint.read_meta(newest)
+        sizes = Sizes(config.z_dim, config.gf_dim, config.df_dim, manifest["preprocessing"]["size"])
+        # check_identity reads only .spec and .sizes, so no networks are built here.
+        checkpoint.check_identity(meta, SimpleNamespace(spec=spec, sizes=sizes), newest)
+        start = meta["step"]
+    return {"model": spec.name, "label": spec.label, "n_train_images": manifest["n_images"],
+            "image_size": manifest["preprocessing"]["size"],
+            "steps": total_steps(config, manifest["n_images"], spec.n_critic), "start_step": start,
+            "resume_from": str(newest) if newest is not None else None}
 
 
 def train(config: TrainConfig) -> dict:

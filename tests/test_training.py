@@ -16,7 +16,7 @@ from models import checkpoint
 from models.gan import GAN
 from study.images import Preprocessing, list_image_files
 from study.tfrecords import convert
-from study.training import TrainConfig, TrainingDiverged, total_steps, train
+from study.training import TrainConfig, TrainingDiverged, plan, total_steps, train
 
 
 @pytest.fixture
@@ -129,3 +129,38 @@ def test_resume_of_run_without_recorded_data_says_so(records, tmp_path):
     with pytest.raises(ValueError, match="does not record which TFRecords") as caught:
         train(tiny_config(records, folder, max_steps=6))
     assert "rewritten" not in str(caught.value)
+
+
+def _snapshot(folder):
+    return sorted((str(p.relative_to(folder)), p.stat().st_mtime_ns) for p in folder.rglob("*"))
+
+
+def test_plan_checks_without_writing(records, tmp_path):
+    folder = tmp_path / "ckpt"
+    fresh = plan(tiny_config(records, folder))
+    assert not folder.exists()
+    assert fresh["steps"] == 6
+    assert fresh["start_step"] == 0
+    assert fresh["n_train_images"] == 12
+
+    train(tiny_config(records, folder, max_steps=3))
+    before = _snapshot(folder)
+    resumed = plan(tiny_config(records, folder))
+    assert resumed["start_step"] == 3
+    assert resumed["resume_from"].endswith("ckpt-00000003.npz")
+    with pytest.raises(ValueError, match="gf_dim: existing 2, requested 4"):
+        plan(tiny_config(records, folder, gf_dim=4))
+    with pytest.raises(ValueError, match="batch size 64 is larger than the 12"):
+        plan(tiny_config(records, tmp_path / "other", batch_size=64))
+    assert plan(tiny_config(records, folder, renew=True))["start_step"] == 0
+    assert _snapshot(folder) == before
+
+
+def test_train_dry_run_cli_reports_missing_records(tmp_path):
+    result = subprocess.run([sys.executable, str(REPO / "train.py"), "--model", "dcgan", "--root",
+                             str(tmp_path / "exp"), "--preset", "smoke", "--dry-run"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "convert.py" in result.stderr
+    assert str(tmp_path / "exp" / "tfrecords") in result.stderr
+    assert not (tmp_path / "exp" / "checkpoints").exists()
