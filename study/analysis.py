@@ -246,6 +246,35 @@ def read_protocol(layout: Layout) -> str:
     return " / ".join(found) if found else "unknown"
 
 
+def load_missed_faces(layout: Layout, protocol: str) -> dict[str, int]:
+    """Return, per GAN, the database images whose original or inpainting had no detected face.
+
+    The embedding stage embeds such an image whole instead of a face crop,
+    so its cosine distance measures something else; the count goes next to
+    the distances in the summary and the figures. Returns an empty dict when
+    the protocol is unknown or mixed, or runs no detector (alignment none).
+    """
+    if protocol == "unknown" or " / " in protocol or protocol.split("-")[1:2] == ["none"]:
+        return {}
+    original_file = layout.embeddings / f"db_original__{protocol}.npz"
+    if not original_file.is_file():
+        return {}
+
+    def found_by_key(path: Path) -> dict[str, bool]:
+        with np.load(path, allow_pickle=False) as data:
+            return dict(zip(data["keys"].astype(str), data["face_found"].astype(bool)))
+
+    originals = found_by_key(original_file)
+    missed = {}
+    for path in sorted(layout.embeddings.glob(f"db_*__{protocol}.npz")):
+        model = path.name[len("db_"):-len(f"__{protocol}.npz")]
+        if model == "original":
+            continue
+        missed[model] = sum(1 for key, found in found_by_key(path).items()
+                            if not (found and originals.get(key, False)))
+    return missed
+
+
 def count_test_images(layout: Layout, values: pd.DataFrame) -> int:
     """Return the size of the split's test list, or the number of distinct images in ``values``."""
     test_list = layout.split_dir / "test.txt"
@@ -343,8 +372,13 @@ def metrics_present(values: pd.DataFrame) -> list[str]:
 
 
 def summarize(values: pd.DataFrame, models: list[str], n_resamples: int = 10000, seed: int = 0,
-              same_identity: dict[str, float] | None = None) -> pd.DataFrame:
-    """Return one row per model with n, mean, median and 95% CI of every metric."""
+              same_identity: dict[str, float] | None = None,
+              missed_faces: dict[str, int] | None = None) -> pd.DataFrame:
+    """Return one row per model with n, mean, median and 95% CI of every metric.
+
+    ``missed_faces`` (see :func:`load_missed_faces`) becomes the column
+    ``distance_no_face_n``.
+    """
     metrics = metrics_present(values)
     rows = []
     for model in models:
@@ -359,6 +393,8 @@ def summarize(values: pd.DataFrame, models: list[str], n_resamples: int = 10000,
                                  metric, n_resamples, seed))
         if same_identity is not None:
             row["same_identity_rate"] = same_identity.get(model, float("nan"))
+        if missed_faces:
+            row["distance_no_face_n"] = missed_faces.get(model, pd.NA)
         row.update(bootstrap_resamples=n_resamples, bootstrap_seed=seed)
         rows.append(row)
     return pd.DataFrame(rows)
@@ -546,7 +582,7 @@ def _colour(model: str) -> str:
     return BASELINE_COLOUR if is_baseline(model) else GAN_COLOUR
 
 
-def _model_rows(axes, models: list[str], counts: list[int] | None = None) -> None:
+def _model_rows(axes, models: list[str], counts: list | None = None) -> None:
     """Label the rows of ``axes`` with the models, first at the top, and mark where baselines begin.
 
     ``counts`` go into the row labels; panels that share their rows pass
@@ -585,8 +621,13 @@ def _caption(figure, text: str) -> None:
 
 
 def plot_distance_boxes(distances: pd.DataFrame, models: list[str], path: Path,
-                        protocol: str = "unknown", n_test: int | None = None) -> Path:
-    """Write a box plot of the per-image cosine distances, one row per model, baselines last."""
+                        protocol: str = "unknown", n_test: int | None = None,
+                        missed_faces: dict[str, int] | None = None) -> Path:
+    """Write a box plot of the per-image cosine distances, one row per model, baselines last.
+
+    ``missed_faces`` adds each model's count of images without a detected
+    face to its row label.
+    """
     figure = _new_figure(FIGURE_WIDTH, 1.4 + ROW_HEIGHT * len(models))
     axes = figure.add_subplot()
     groups = [distances.loc[distances["model"] == model, "distance"].to_numpy() for model in models]
@@ -603,7 +644,9 @@ def plot_distance_boxes(distances: pd.DataFrame, models: list[str], path: Path,
     for row, values in enumerate(groups):
         if not values.size:
             axes.text(0.0, row, " no data", va="center", fontsize=FONT_SIZE - 1, color="grey")
-    _model_rows(axes, models, [values.size for values in groups])
+    missed_faces = missed_faces or {}
+    _model_rows(axes, models, [f"{values.size}; {missed_faces[model]} no face" if model in missed_faces
+                               else values.size for model, values in zip(models, groups)])
     axes.set_xlabel(DISTANCE_AXIS_LABEL + ", 1 - cos", fontsize=FONT_SIZE)
     n_images = n_test if n_test is not None else distances["idx"].nunique()
     figure.suptitle(f"Cosine distance between test face and inpainting\n{n_images} test images, "
@@ -611,6 +654,9 @@ def plot_distance_boxes(distances: pd.DataFrame, models: list[str], path: Path,
     _legend(figure, models)
     caption = ("Boxes: quartiles and median; whiskers: 1.5 IQR; n: images with a value. GANs: test face "
                "vs final blended inpainting. ")
+    if missed_faces:
+        caption += ("no face: images where the detector found no face in the original or the "
+                    "inpainting, so the whole image was embedded. ")
     if any(is_baseline(model) for model in models):
         caption += BASELINE_NOTE
     _caption(figure, caption)
@@ -644,6 +690,9 @@ def _bar_panel(axes, summary: pd.DataFrame, prefix: str, xlabel: str, title: str
     axes.axvline(0.0, color="black", linewidth=0.8)
     # The two panels share their row labels, so each writes its own image counts.
     _model_rows(axes, models)
+    # Widen the axis so the counts sit in an empty margin, clear of bars and error bars.
+    low, high = axes.get_xlim()
+    axes.set_xlim(low, high + 0.15 * (high - low))
     rows_at_right = blended_transform_factory(axes.transAxes, axes.transData)
     for row, count in enumerate(summary[f"{prefix}_n"]):
         axes.text(0.99, row, f"n={count}", transform=rows_at_right, ha="right", va="center",
@@ -797,7 +846,9 @@ def run_analysis(root: str | Path, n_resamples: int = 10000, seed: int = 0,
                       {"root": str(root), "n_resamples": n_resamples, "seed": seed, "models": models,
                        "clipping": clipping, "mask": mask, "seeds": seeds})
     same_identity = load_same_identity(layout.root / "underfit")
-    summary = summarize(values, models, n_resamples, seed, same_identity or None)
+    protocol = read_protocol(layout)
+    missed_faces = load_missed_faces(layout, protocol)
+    summary = summarize(values, models, n_resamples, seed, same_identity or None, missed_faces)
     summary_path = provenance.write_text_atomic(layout.results / "summary.csv", summary.to_csv(index=False))
     friedman, pairwise = _paired_comparisons(values, models, seeds)
     pairwise_path = provenance.write_text_atomic(layout.results / "pairwise.csv",
@@ -811,11 +862,10 @@ def run_analysis(root: str | Path, n_resamples: int = 10000, seed: int = 0,
         seeds_path = provenance.write_text_atomic(layout.results / "seeds.csv", spread.to_csv(index=False))
         bar_summary, run_points = _seed_bars(summary, runs)
 
-    protocol = read_protocol(layout)
     n_test = count_test_images(layout, values)
     distance_rows = values[values["metric"] == "distance"].rename(columns={"value": "distance"})
     boxplot_path = plot_distance_boxes(distance_rows, models, layout.figures / "sim_distances.png",
-                                       protocol, n_test)
+                                       protocol, n_test, missed_faces)
     bars_path = plot_joint_bars(bar_summary, layout.figures / "joint_bar.png", n_resamples, seed,
                                 protocol, n_test, run_points)
     log.info("analysis of %d model(s) written to %s and %s", len(models), layout.results, layout.figures)

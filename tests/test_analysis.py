@@ -429,3 +429,31 @@ def test_joint_bars_count_each_panel_separately(root):
     assert by_model.loc["mygan", "gap_n"] == 0
     assert [label.get_text() for label in distance_panel.get_yticklabels()] == [
         analysis.plot_label(m) for m in summary["model"]]
+
+
+def _write_db_embeddings(root: Path, protocol: str, source: str, missed: set[int], n: int = 30) -> None:
+    folder = root / "embeddings"
+    folder.mkdir(exist_ok=True)
+    np.savez(folder / f"db_{source}__{protocol}.npz", keys=np.array([str(i) for i in range(n)]),
+             face_found=np.array([i not in missed for i in range(n)]),
+             embeddings=np.zeros((n, 4), np.float32))
+
+
+@pytest.mark.parametrize("alignment", ["landmarks", "none"])
+def test_images_without_detected_face_are_counted(paired_root, alignment):
+    from study.provenance import write_json_atomic
+
+    protocol = f"dlib-{alignment}-crop0.78-64px-in150px-abcdef12"
+    write_json_atomic(paired_root / "gan_distances.inputs.json", {"protocol": protocol})
+    _write_db_embeddings(paired_root, protocol, "original", {3})
+    _write_db_embeddings(paired_root, protocol, "dcgan", {3, 5})     # 3 is missed in both
+    _write_db_embeddings(paired_root, protocol, "wgan-gp", set())
+
+    summary = run_analysis(paired_root, n_resamples=100, report=False).summary.set_index("model")
+
+    if alignment == "none":  # no detector ran, so there is nothing to count
+        assert "distance_no_face_n" not in summary.columns
+        return
+    assert summary.loc["dcgan", "distance_no_face_n"] == 2
+    assert summary.loc["wgan-gp", "distance_no_face_n"] == 1
+    assert pd.isna(summary.loc["dragan", "distance_no_face_n"])   # no embedding file for it
