@@ -43,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     preset_int("df_dim", "discriminator width: the first layer has df_dim channels")
     preset_int("ckpt_step", "save a checkpoint and a sample grid every this many steps")
     preset_int("sample_count", "images in each sample grid")
+    parser.add_argument("--log_every", type=int, default=10,
+                        help="write losses, penalty, Wasserstein estimate and the critic's input "
+                             "gradient norms (real, fake, interpolated) to losses.csv and "
+                             "TensorBoard every this many steps; the norms cost an extra pass "
+                             "through the critic, so 1 slows training down (default: 10)")
     parser.add_argument("--keep_checkpoints", type=int, default=3,
                         help="newest checkpoints kept, older ones are removed; 0 keeps all (default: 3)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
@@ -79,7 +84,8 @@ def main(argv=None) -> int:
         checkpoint_dir=str(args.checkpoint_dir or layout.checkpoints(args.model)),
         batch_size=args.batch_size, epochs=args.epochs, max_steps=args.max_steps,
         z_dim=args.z_dim, gf_dim=args.gf_dim, df_dim=args.df_dim, ckpt_step=args.ckpt_step,
-        sample_count=args.sample_count, keep_checkpoints=args.keep_checkpoints,
+        log_every=args.log_every, sample_count=args.sample_count,
+        keep_checkpoints=args.keep_checkpoints,
         seed=args.seed, renew=args.renew, progress=args.progress, gpus=args.gpus)
     if args.dry_run:
         from study.training import plan
