@@ -594,7 +594,8 @@ def run_underfit(config: UnderfitConfig) -> UnderfitResult:
 
     extra_inputs = {
         "clipping": config.clipping, "mask": config.mask,
-        "completions": str(completions.resolve()),
+        # Relative to the root, so a moved or copied experiment folder still matches.
+        "completions": str(completions.relative_to(layout.root)),
         "final_files_sha256": provenance.sha256_lines(
             f"{idx}:{files['blended'].name if files['blended'] else ''}"
             for idx, files in sorted(finals.items())),

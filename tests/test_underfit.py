@@ -576,3 +576,13 @@ def test_underfit_cli_prints_same_identity_rate(root, tmp_path):
     assert completed.returncode == 0, completed.stderr
     assert "66.7%" in completed.stdout
     assert "same person" in completed.stdout
+
+
+def test_underfit_rerun_in_moved_root_skips(root, tmp_path):
+    import shutil
+
+    run(root)
+    moved = tmp_path / "moved"
+    shutil.copytree(root, moved)
+    again = run(moved)
+    assert again.already_done
