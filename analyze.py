@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from study.cli import run_main, setup_logging
+from study.cli import add_output_arguments, run_main, setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="only rebuild report/index.html from the existing results and images")
     parser.add_argument("--no-report", dest="report", action="store_false",
                         help="skip report/index.html")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    add_output_arguments(parser, progress=False)
     return parser
 
 

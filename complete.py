@@ -23,7 +23,7 @@ import logging
 from pathlib import Path
 
 from study import presets, provenance
-from study.cli import run_main, setup_logging
+from study.cli import add_output_arguments, run_main, setup_logging
 from study.layout import Layout
 
 log = logging.getLogger("complete")
@@ -75,8 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed of the starting z and the clipping")
     parser.add_argument("--overwrite", action="store_true",
                         help="redo images that are already completed, replacing their outputs")
-    parser.add_argument("--no-progress", dest="progress", action="store_false")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    add_output_arguments(parser)
     return parser
 
 

@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 from study import provenance
-from study.cli import run_main, setup_logging
+from study.cli import add_output_arguments, run_main, setup_logging
 from study.images import DEFAULT_CROP_FRACTION, IMAGE_SIZE, Preprocessing, list_image_files
 from study.layout import Layout
 
@@ -34,8 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the shards an earlier convert.py run wrote in --out "
                              "(other files there are kept)")
-    parser.add_argument("--no-progress", dest="progress", action="store_false")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    add_output_arguments(parser)
     return parser
 
 

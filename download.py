@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from study.cli import run_main, setup_logging
+from study.cli import add_output_arguments, run_main, setup_logging
 from study.download import CELEBA_MD5, CELEBA_URL, DEFAULT_TIMEOUT_S, fetch
 
 
@@ -33,9 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing, non-empty extracted folder (the archive is "
                              "reused if its MD5 matches)")
-    parser.add_argument("--no-progress", dest="progress", action="store_false",
-                        help="hide the progress bar")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    add_output_arguments(parser)
     return parser
 
 

@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 
 from study import presets
-from study.cli import run_main, setup_logging
+from study.cli import add_output_arguments, run_main, setup_logging
 from study.layout import Layout
 
 log = logging.getLogger("figures_masks")
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, default=0.005, help="Adam learning rate on z (default: 0.005)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the starting z, the clipping "
                                                             "and the random mask (default: 0)")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    add_output_arguments(parser, progress=False)
     return parser
 
 

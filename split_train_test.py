@@ -8,7 +8,7 @@ import argparse
 import logging
 
 from study import presets, provenance
-from study.cli import run_main, setup_logging
+from study.cli import add_output_arguments, run_main, setup_logging
 from study.layout import Layout
 
 log = logging.getLogger("split_train_test")
@@ -36,9 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --db: mask of the completions to use (default: center)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing split or database files that differ")
-    parser.add_argument("--no-progress", dest="progress", action="store_false",
-                        help="hide progress bars")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    add_output_arguments(parser)
     return parser
 
 

@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 
 from study import presets, provenance
-from study.cli import run_main, setup_logging
+from study.cli import add_output_arguments, run_main, setup_logging
 from study.layout import Layout
 
 log = logging.getLogger("train")
@@ -63,8 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dry-run", action="store_true",
                         help="print the resolved config, check it against the TFRecords and the "
                              "checkpoint folder, and exit without training")
-    parser.add_argument("--no-progress", dest="progress", action="store_false")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    add_output_arguments(parser)
     return parser
 
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from study.cli import run_main, setup_logging
+from study.cli import add_output_arguments, run_main, setup_logging
 from study.layout import Layout
 
 
@@ -80,8 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --baselines: images per embedding call (default: 64)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace earlier results made from other inputs")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    add_output_arguments(parser)
     return parser
 
 

@@ -24,7 +24,7 @@ from facenet.inputs import (ExactSizeLoader, FaceLoader, FullResolutionLoader,  
 from facenet.options import add_backend_arguments, backend_from_args  # noqa: E402
 from facenet.store import embed_images, embedding_file  # noqa: E402
 from study import presets, provenance  # noqa: E402
-from study.cli import run_main, setup_logging  # noqa: E402
+from study.cli import add_output_arguments, run_main, setup_logging  # noqa: E402
 from study.layout import Layout  # noqa: E402
 
 log = logging.getLogger("calculate_embeddings")
@@ -62,9 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --src inpaint: mask of the completions (default: center)")
     parser.add_argument("--overwrite", action="store_true",
                         help="recompute every embedding instead of reusing those already stored")
-    parser.add_argument("--no-progress", dest="progress", action="store_false",
-                        help="hide progress bars")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    add_output_arguments(parser)
     return parser
 
 

@@ -23,7 +23,7 @@ from facenet.inputs import ExactSizeLoader, read_image_database, read_preprocess
 from facenet.options import add_backend_arguments, backend_from_args  # noqa: E402
 from facenet.store import EmbeddingSet, embed_images, embedding_file, require_same_protocol  # noqa: E402
 from study import presets, provenance  # noqa: E402
-from study.cli import run_main, setup_logging  # noqa: E402
+from study.cli import add_output_arguments, run_main, setup_logging  # noqa: E402
 from study.layout import Layout  # noqa: E402
 
 log = logging.getLogger("gans_compare")
@@ -40,9 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a gan_distances.csv that was computed from other images "
                              "or another embedder")
-    parser.add_argument("--no-progress", dest="progress", action="store_false",
-                        help="hide progress bars")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    add_output_arguments(parser)
     return parser
 
 

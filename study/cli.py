@@ -14,6 +14,14 @@ USER_ERRORS = (FileNotFoundError, FileExistsError, ValueError, KeyError, Permiss
                StageError)
 
 
+def add_output_arguments(parser, progress: bool = True) -> None:
+    """Add the options every stage shares: --no-progress (where it has bars) and -v."""
+    if progress:
+        parser.add_argument("--no-progress", dest="progress", action="store_false",
+                            help="hide progress bars (batch jobs)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="also log debug messages")
+
+
 def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
