@@ -6,15 +6,14 @@ For each model on the CPU preset sizes:
 - bare: images per second of ``GAN.train_step`` on one batch held in memory;
 - full: seconds per step of ``study.training.train`` (TFRecord input
   pipeline, loss logging every ``--log-every`` steps with input-gradient
-  diagnostics, checkpoints and sample grids at the CPU preset's interval),
-  measured between logged steps 10 and 10 + ``--steps`` so that start-up is
-  left out and, with the default 200 steps, exactly one checkpoint falls
-  inside.
+  diagnostics, checkpoints and sample grids at the CPU preset's interval).
+  It is measured between logged steps 10 and 10 + ``--steps``, so start-up
+  is left out and, with the default 200 steps, one checkpoint falls inside.
 
 The ratio full / bare is the overhead of everything around the step. This
 machine is shared, so the bare step is timed once before and once after the
-full run of each model, in the same process, and the ratio uses their mean;
-the spread of the two bare blocks shows how much the load moved meanwhile.
+full run of each model, in the same process, and the ratio uses their mean.
+The spread of the two bare blocks shows how much the load moved meanwhile.
 
     python benchmarks/train_step.py --data ../shared/celeba_sample --models dcgan wgan-gp
 """

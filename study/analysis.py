@@ -250,7 +250,7 @@ def load_missed_faces(layout: Layout, protocol: str) -> dict[str, int]:
     """Return, per GAN, the database images whose original or inpainting had no detected face.
 
     The embedding stage embeds such an image whole instead of a face crop,
-    so its cosine distance measures something else; the count goes next to
+    so its cosine distance measures something else. The count goes next to
     the distances in the summary and the figures. Returns an empty dict when
     the protocol is unknown or mixed, or runs no detector (alignment none).
     """

@@ -133,7 +133,7 @@ def _complete_selected(gan, known, weights, settings, job, indices, faces, metho
         if broken:
             # No z.npz is written for this batch, so a rerun redoes these images.
             raise StageError(
-                f"inpainting loss became non-finite for test image(s) {broken} in {out_dir}; "
+                f"inpainting loss became non-finite for test image(s) {broken} in {out_dir}, so "
                 "their completions were not saved. Check that the checkpoint gives finite "
                 "samples, lower --lr or --lam, and rerun the same command to resume.")
         for row, idx in enumerate(batch_idx):

@@ -47,14 +47,14 @@ def utc_stamp() -> str:
 
 
 def read_json(path: str | os.PathLike):
-    """Load the JSON file at ``path``; a damaged file raises StageError naming it."""
+    """Load the JSON file at ``path``, raising a StageError that names it when it is damaged."""
     path = Path(path)
     try:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise StageError(
-            f"{path} is not valid JSON ({exc}). It was probably cut short or edited by hand; "
-            "restore it, or remove it and rerun the stage that wrote it (with --overwrite "
+            f"{path} is not valid JSON ({exc}). It was probably cut short or edited by hand. "
+            "Restore it, or remove it and rerun the stage that wrote it (with --overwrite "
             "where that stage asks for it).") from exc
 
 

@@ -172,8 +172,8 @@ def split_dataset(data_dir: str | Path, split_dir: str | Path, test_dir: str | P
     data_dir, split_dir, test_dir = Path(data_dir), Path(split_dir), Path(test_dir)
     data_real, split_real = data_dir.resolve(), split_dir.resolve()
     if split_real.is_relative_to(data_real) or data_real.is_relative_to(split_real):
-        # The split writes lists and copies test images; doing that inside the
-        # data folder would change the data set it is drawn from.
+        # The split writes lists and copies test images. Inside the data folder
+        # they would change the data set that the split is drawn from.
         raise SplitError(f"the split folder {split_dir} and the data folder {data_dir} overlap; "
                          "choose an experiment --root outside the data folder (the data folder "
                          "is only read)")

@@ -66,14 +66,14 @@ def convert(paths: list[Path], out_dir: str | Path, n_shards: int = 128,
                 "pass --overwrite to replace them, or choose another --out")
     elif not overwrite and any(out_dir.glob("*.tfrecord")):
         raise FileExistsError(
-            f"{out_dir} holds .tfrecord files but no {MANIFEST}, so they were not written by "
+            f"{out_dir} contains .tfrecord files but no {MANIFEST}, so they were not written by "
             "convert.py; choose another --out, or pass --overwrite to let shards of the same "
             "name be replaced")
     if not paths:
         raise ValueError("no images to convert: the image list is empty")
     if manifest_path.exists():
-        # Only the shards the earlier conversion listed are ours to remove; any
-        # other file in the folder stays.
+        # Remove only the shards that the earlier conversion listed, because other
+        # files in the folder may belong to someone else.
         for shard in read_json(manifest_path).get("shards", []):
             (out_dir / shard["file"]).unlink(missing_ok=True)
         manifest_path.unlink()

@@ -138,7 +138,7 @@ def make_strategy(gpus: int):
 
 
 def _check_folder(config: TrainConfig, folder: Path, data_sha256: str) -> None:
-    """Raise ValueError when ``folder`` holds a run that ``config`` cannot continue."""
+    """Raise ValueError when ``folder`` contains a run that ``config`` cannot continue."""
     config_path = folder / "config.json"
     if config.renew or not config_path.exists():
         return

@@ -383,7 +383,7 @@ def _fill_quality(root: Path, folder_name: str, value: float) -> None:
                  ).to_csv(folder / "fill_quality.csv", index=False)
 
 
-def test_completions_default_to_those_of_the_image_database(paired_root):
+def test_completions_default_to_image_database(paired_root):
     from study.provenance import write_json_atomic
 
     _fill_quality(paired_root, "completions_stochastic_center", 1.0)
@@ -400,7 +400,7 @@ def test_completions_default_to_those_of_the_image_database(paired_root):
     assert "completions_standard_center" in str(caught.value)
 
 
-def test_completions_flags_must_name_an_existing_folder(paired_root):
+def test_completions_flags_need_existing_folder(paired_root):
     _fill_quality(paired_root, "completions_stochastic_center", 1.0)
 
     completed = subprocess.run(
@@ -440,7 +440,7 @@ def _write_db_embeddings(root: Path, protocol: str, source: str, missed: set[int
 
 
 @pytest.mark.parametrize("alignment", ["landmarks", "none"])
-def test_images_without_detected_face_are_counted(paired_root, alignment):
+def test_missed_faces_counted(paired_root, alignment):
     from study.provenance import write_json_atomic
 
     protocol = f"dlib-{alignment}-crop0.78-64px-in150px-abcdef12"

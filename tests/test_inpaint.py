@@ -533,7 +533,7 @@ def test_complete_rejects_non_finite_settings(tmp_path, capsys, flag, value):
     assert not list(root.glob("completions_*/**/z.npz"))
 
 
-def test_complete_stops_on_non_finite_loss_and_saves_no_latent(tmp_path, capsys):
+def test_complete_non_finite_loss_stops(tmp_path, capsys):
     root = _tiny_experiment(tmp_path)
     gan = GAN(get_spec("dcgan"), TINY, seed=0)
     first = gan.generator.trainable_variables[0]

@@ -118,8 +118,8 @@ def test_resume_refuses_rewritten_training_data(records, tmp_path, image_folder)
         train(tiny_config(records, folder, seed=2))
 
 
-def test_resume_of_run_without_recorded_data_says_so(records, tmp_path):
-    # Runs made before the training data's hash was recorded must not be told the data changed.
+def test_resume_without_recorded_data_hash(records, tmp_path):
+    # A run from before the data hash was recorded gets its own message, not 'rewritten'.
     folder = tmp_path / "ckpt"
     train(tiny_config(records, folder, max_steps=3))
     config_path = folder / "config.json"
