@@ -20,6 +20,8 @@ from study.provenance import read_json, sha256_lines, write_json_atomic
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+PARTIAL = ".convert_partial.json"  # shards of a conversion that has not written its manifest yet
+SHARD_GLOB = "train-*-of-*.tfrecord"
 
 
 def _load_or_none(args):
@@ -64,11 +66,15 @@ def convert(paths: list[Path], out_dir: str | Path, n_shards: int = 128,
             raise FileExistsError(
                 f"{out_dir} already contains TFRecords of other images or preprocessing; "
                 "pass --overwrite to replace them, or choose another --out")
-    elif not overwrite and any(out_dir.glob("*.tfrecord")):
-        raise FileExistsError(
-            f"{out_dir} contains .tfrecord files but no {MANIFEST}, so they were not written by "
-            "convert.py; choose another --out, or pass --overwrite to let shards of the same "
-            "name be replaced")
+    partial_path = out_dir / PARTIAL
+    ours = set(read_json(partial_path).get("shards", [])) if partial_path.exists() else set()
+    if not manifest_path.exists() and not overwrite:
+        foreign = sorted(p.name for p in out_dir.glob(SHARD_GLOB) if p.name not in ours)
+        if foreign:
+            raise FileExistsError(
+                f"{out_dir} contains shards that convert.py did not write ({', '.join(foreign[:3])}"
+                f"{', ...' if len(foreign) > 3 else ''}) and no {MANIFEST}. Choose another --out, "
+                "or pass --overwrite to let shards of the same name be replaced.")
     if not paths:
         raise ValueError("no images to convert: the image list is empty")
     if manifest_path.exists():
@@ -94,8 +100,11 @@ def convert(paths: list[Path], out_dir: str | Path, n_shards: int = 128,
 
     shards = []
     bounds = shard_bounds(len(kept), n_shards)
-    for index, (start, stop) in enumerate(bounds):
-        name = f"train-{index:05d}-of-{len(bounds):05d}.tfrecord"
+    names = [f"train-{index:05d}-of-{len(bounds):05d}.tfrecord" for index in range(len(bounds))]
+    # The marker names every shard this conversion may leave behind, so a
+    # rerun after a kill recognizes them as its own and replaces them.
+    write_json_atomic(partial_path, {"shards": sorted(ours | set(names))})
+    for name, (start, stop) in zip(names, bounds):
         tmp = out_dir / f".{name}.tmp"
         with tf.io.TFRecordWriter(str(tmp)) as writer:
             for path, face in kept[start:stop]:
@@ -113,6 +122,9 @@ def convert(paths: list[Path], out_dir: str | Path, n_shards: int = 128,
         "source_sha256": names_hash,
     }
     write_json_atomic(manifest_path, manifest)
+    for stale in ours - set(names):
+        (out_dir / stale).unlink(missing_ok=True)
+    partial_path.unlink()
     log.info("wrote %d images in %d shards to %s", len(kept), len(shards), out_dir)
     return manifest
 

@@ -242,7 +242,7 @@ def test_convert_refuses_folder_of_foreign_records(tmp_path, image_folder):
     out.mkdir()
     foreign = out / "train-00000-of-00001.tfrecord"
     foreign.write_bytes(b"not ours")
-    with pytest.raises(FileExistsError, match="no manifest.json"):
+    with pytest.raises(FileExistsError, match="shards that convert.py did not write"):
         convert(paths[:4], out, n_shards=1, prep=Preprocessing(size=16), progress=False)
     assert foreign.read_bytes() == b"not ours"
     assert sorted(p.name for p in out.iterdir()) == [foreign.name]
@@ -271,3 +271,29 @@ def test_split_refuses_root_inside_data(image_folder, root_inside):
     assert "overlap" in result.stderr
     assert str(image_folder) in result.stderr
     assert sorted(p.name for p in image_folder.rglob("*")) == before
+
+
+def test_convert_resumes_after_kill_before_manifest(tmp_path, image_folder, monkeypatch):
+    from study import tfrecords
+    from study.images import list_image_files
+
+    paths, _ = list_image_files(image_folder)
+    out = tmp_path / "records"
+    real_write = tfrecords.write_json_atomic
+
+    def killed_at_manifest(path, data):
+        if path.name == "manifest.json":
+            raise KeyboardInterrupt
+        return real_write(path, data)
+
+    monkeypatch.setattr(tfrecords, "write_json_atomic", killed_at_manifest)
+    with pytest.raises(KeyboardInterrupt):
+        tfrecords.convert(paths[:6], out, n_shards=3, prep=Preprocessing(size=16), progress=False)
+    assert len(list(out.glob("train-*.tfrecord"))) == 3
+    monkeypatch.undo()
+
+    # Rerun with another shard count: the interrupted run's shards are replaced, not refused.
+    manifest = tfrecords.convert(paths[:6], out, n_shards=2, prep=Preprocessing(size=16), progress=False)
+    assert manifest["n_images"] == 6
+    assert sorted(p.name for p in out.glob("train-*.tfrecord")) == sorted(s["file"] for s in manifest["shards"])
+    assert not (out / tfrecords.PARTIAL).exists()
