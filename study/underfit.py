@@ -451,6 +451,10 @@ def _prepare_output(out_dir: Path, inputs: dict, overwrite: bool) -> bool:
     record_path, csv_path = out_dir / INPUTS_FILE, out_dir / CSV_FILE
     if record_path.exists():
         earlier = provenance.read_json(record_path)
+        # Older records also stored the completions folder's absolute path. The
+        # model, clipping and mask determine that folder, and the absolute path
+        # would make a moved experiment folder look like other inputs.
+        earlier.pop("completions", None)
         if earlier == inputs and csv_path.exists() and not overwrite:
             return True
         differing = [f"{key}: earlier {earlier.get(key)!r}, now {inputs.get(key)!r}"
@@ -594,8 +598,6 @@ def run_underfit(config: UnderfitConfig) -> UnderfitResult:
 
     extra_inputs = {
         "clipping": config.clipping, "mask": config.mask,
-        # Relative to the root, so a moved or copied experiment folder still matches.
-        "completions": str(completions.relative_to(layout.root)),
         "final_files_sha256": provenance.sha256_lines(
             f"{idx}:{files['blended'].name if files['blended'] else ''}"
             for idx, files in sorted(finals.items())),

@@ -586,3 +586,13 @@ def test_underfit_rerun_in_moved_root_skips(root, tmp_path):
     shutil.copytree(root, moved)
     again = run(moved)
     assert again.already_done
+
+
+def test_underfit_rerun_accepts_absolute_completions_record(root):
+    # Records written before the path was dropped from the inputs stored it absolute.
+    run(root)
+    record_path = root / "underfit" / "dcgan" / "inputs.json"
+    record = json.loads(record_path.read_text())
+    record["completions"] = str((root / "completions_stochastic_center" / "dcgan" / "test").resolve())
+    record_path.write_text(json.dumps(record))
+    assert run(root).already_done
