@@ -104,17 +104,26 @@ def complete_images(gan, known: np.ndarray, weights: np.ndarray, settings: Inpai
     indices, faces = select_images(job, prep)
     skipped = (min(job.end or len(job.names), len(job.names)) - job.start) - len(indices)
     methods: dict[str, int] = {}
+    broken: list[int] = []
     if indices:
-        _complete_selected(gan, known, weights, settings, job, indices, faces, methods)
+        broken = _complete_selected(gan, known, weights, settings, job, indices, faces, methods)
     else:
         log.info("all %d images in range already completed in %s", skipped, out_dir)
     if job.mode == "inpaint" and out_dir.is_dir():
         fill_quality.rebuild_csv(out_dir, known)
+    if broken:
+        raise StageError(
+            f"inpainting loss became non-finite for test image(s) {broken} in {out_dir}, so their "
+            f"completions were removed; the other {len(indices) - len(broken)} image(s) were saved. "
+            "The same settings give the same result again. Check that the checkpoint's sample "
+            "grids show faces, or lower --lr or --lam and pass --overwrite (or another --out).")
     return {"completed": len(indices), "skipped": skipped, "methods": methods}
 
 
-def _complete_selected(gan, known, weights, settings, job, indices, faces, methods) -> None:
+def _complete_selected(gan, known, weights, settings, job, indices, faces, methods) -> list[int]:
+    """Inpaint ``indices`` batch by batch; return the images whose final loss was not finite."""
     out_dir = Path(job.out_dir)
+    broken: list[int] = []
     optimizer = LatentOptimizer(gan, weights, settings)
     bar = tqdm(total=len(indices), desc=job.mode, unit="img", disable=not job.progress)
     for begin in range(0, len(indices), job.batch_size):
@@ -129,14 +138,14 @@ def _complete_selected(gan, known, weights, settings, job, indices, faces, metho
         z_best, final_losses, best = optimize_batch(optimizer, images, batch_idx, job.iterations,
                                                     job.save_every, writer)
         total, contextual, perceptual = optimizer.evaluate(z_best, images)
-        broken = [idx for idx, value in zip(batch_idx, total) if not np.isfinite(value)]
-        if broken:
-            # No z.npz is written for this batch, so a rerun redoes these images.
-            raise StageError(
-                f"inpainting loss became non-finite for test image(s) {broken} in {out_dir}, so "
-                "their completions were not saved. Check that the checkpoint gives finite "
-                "samples, lower --lr or --lam, and rerun the same command to resume.")
         for row, idx in enumerate(batch_idx):
+            if not np.isfinite(total[row]):
+                # Without its iteration images and z.npz the image counts as not
+                # done: the image database skips it and a rerun redoes it.
+                for name in ITERATION_FOLDERS:
+                    shutil.rmtree(out_dir / str(idx) / name, ignore_errors=True)
+                broken.append(idx)
+                continue
             record = writer.final[row]
             methods[record["blend_method"]] = methods.get(record["blend_method"], 0) + 1
             _save_latent(out_dir / str(idx) / "z.npz", {
@@ -151,6 +160,7 @@ def _complete_selected(gan, known, weights, settings, job, indices, faces, metho
             })
         bar.update(len(batch_idx))
     bar.close()
+    return broken
 
 
 def _start_image(folder: Path, original: np.ndarray, known: np.ndarray, mode: str) -> None:

@@ -542,4 +542,28 @@ def test_complete_non_finite_loss_stops(tmp_path, capsys):
     assert _run_cli(root) == 2
     err = capsys.readouterr().err
     assert "non-finite for test image(s) [0, 1, 2]" in err
+    assert "--overwrite" in err
     assert not list(_completions(root).glob("*/z.npz"))
+    assert not list(_completions(root).glob("*/gen_images"))
+
+
+def test_complete_non_finite_row_keeps_others(tmp_path, capsys, monkeypatch):
+    root = _tiny_experiment(tmp_path)
+    checkpoint.save(GAN(get_spec("dcgan"), TINY, seed=0), root / "checkpoints" / "dcgan", 7)
+    real_evaluate = LatentOptimizer.evaluate
+
+    def evaluate_with_nan_row(self, z, images):
+        total, contextual, perceptual = real_evaluate(self, z, images)
+        total = np.array(total, dtype=np.float64)
+        total[1] = np.nan
+        return total, contextual, perceptual
+
+    monkeypatch.setattr(LatentOptimizer, "evaluate", evaluate_with_nan_row)
+    assert _run_cli(root) == 2
+    assert "test image(s) [1]" in capsys.readouterr().err
+    out = _completions(root)
+    assert sorted(p.parent.name for p in out.glob("*/z.npz")) == ["0", "2"]
+    assert not (out / "1" / "gen_images").exists()
+    assert (out / "1" / "original.jpg").exists()
+    rows = (out / "fill_quality.csv").read_text().splitlines()[1:]
+    assert [line.split(",")[0] for line in rows] == ["0", "2"]
