@@ -91,7 +91,10 @@ def main(argv=None) -> int:
 
         print(config)
         outline = plan(config)
-        if outline["start_step"] >= outline["steps"]:
+        if config.renew and Path(config.checkpoint_dir).exists():
+            start = (f"would delete the checkpoints, samples and logs in {config.checkpoint_dir} "
+                     "(--renew) and start from step 0")
+        elif outline["start_step"] >= outline["steps"]:
             start = f"nothing to do: {outline['resume_from']} is at step {outline['start_step']}"
         elif outline["resume_from"]:
             start = f"would resume from {outline['resume_from']} (step {outline['start_step']})"

@@ -93,6 +93,10 @@ def main(argv=None) -> int:
                         help="train.py --log_every of the full run (default: 10, as train.py)")
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args(argv)
+    # The timing window runs from the logged step 10 to the logged step 10 + --steps.
+    if 10 % args.log_every or args.steps % args.log_every:
+        parser.error(f"--log-every {args.log_every} must divide 10 and --steps {args.steps}, "
+                     "so that both ends of the timing window are logged")
 
     from models.gan import Sizes
     from study.images import Preprocessing, list_image_files
