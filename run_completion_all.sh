@@ -16,37 +16,8 @@
 set -euo pipefail
 source "$(dirname "$0")/scripts/common.sh"
 
-LOCAL=0 DRY_RUN=0 CONFIG="" PRESET=paper ROOT="" TASKS="" AFTER="" MODELS=() EXTRA=()
-while [[ $# -gt 0 ]]; do
-    case "$1" in
-        --local) LOCAL=1 ;;
-        --dry-run) DRY_RUN=1 ;;
-        --config) CONFIG="$2"; shift ;;
-        --preset) PRESET="$2"; shift ;;
-        --root) ROOT="$2"; shift ;;
-        --tasks) TASKS="$2"; shift ;;
-        --after) AFTER="$2"; shift ;;
-        --) shift; EXTRA=("$@"); break ;;
-        -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
-        -*) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
-        *) MODELS+=("$1") ;;
-    esac
-    shift
-done
-set_mode "$LOCAL" "$DRY_RUN"
-if [[ -n "$TASKS" ]]; then
-    CLUSTER_INPAINT_TASKS="$TASKS"
-fi
-load_cluster_config "$CONFIG"
-ROOT="${ROOT:-${CLUSTER_ROOT:-experiment}}"
-if [[ "$MODE" != local ]]; then
-    ROOT="$(absolute_path "$ROOT")"
-    EXTRA+=(--no-progress)
-fi
-LOG_DIR="$ROOT/logs"
-if [[ ${#MODELS[@]} -eq 0 ]]; then
-    read -r -a MODELS <<< "$(cd "$repo_dir" && "$PYTHON" -c 'from models import model_names; print(*model_names())')"
-fi
+parse_stage_options "$0" "preset tasks" "$@"
+prepare_stage
 
 for model in "${MODELS[@]}"; do
     complete_jobs "$model" "$AFTER" "$CLUSTER_INPAINT_TASKS" "$PRESET" "$ROOT" "${EXTRA[@]}"

@@ -329,3 +329,59 @@ underfit_job() {
     submit_job underfit "$model" "$after" -- "$(job_python)" "$repo_dir/underfit.py" \
         --root "$root" --model "$model" "$@"
 }
+
+# parse_stage_options SCRIPT "OPTIONAL..." ARGS...: read the options that
+# run_training_all.sh, run_completion_all.sh and run_underfit_all.sh share:
+# --local, --dry-run, --config, --root, --after, model names, and -- before
+# the stage script's own options. OPTIONAL lists which of preset and tasks
+# SCRIPT takes too. Sets LOCAL, DRY_RUN, CONFIG, PRESET (default: paper),
+# ROOT, TASKS, AFTER, MODELS and EXTRA. --help prints SCRIPT's header comment.
+parse_stage_options() {
+    local script="$1" optional=" $2 "
+    shift 2
+    LOCAL=0 DRY_RUN=0 CONFIG="" PRESET=paper ROOT="" TASKS="" AFTER="" MODELS=() EXTRA=()
+    while [[ $# -gt 0 ]]; do
+        case "$1" in
+            --local) LOCAL=1 ;;
+            --dry-run) DRY_RUN=1 ;;
+            --config|--root|--after|--preset|--tasks)
+                local name="${1#--}"
+                if [[ "$name" =~ ^(preset|tasks)$ && "$optional" != *" $name "* ]]; then
+                    echo "error: unknown option $1 (see --help)" >&2
+                    exit 2
+                fi
+                if [[ $# -lt 2 ]]; then
+                    echo "error: $1 needs a value (see --help)" >&2
+                    exit 2
+                fi
+                printf -v "${name^^}" '%s' "$2"
+                shift ;;
+            --) shift; EXTRA=("$@"); break ;;
+            -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$script"; exit 0 ;;
+            -*) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
+            *) MODELS+=("$1") ;;
+        esac
+        shift
+    done
+}
+
+# prepare_stage: act on the parsed options. Chooses the mode, loads the
+# cluster settings (--tasks wins over CLUSTER_INPAINT_TASKS), makes ROOT
+# absolute for jobs, which may start in another directory, and fills MODELS
+# with the whole zoo when none were named. Sets LOG_DIR.
+prepare_stage() {
+    set_mode "$LOCAL" "$DRY_RUN"
+    if [[ -n "$TASKS" ]]; then
+        CLUSTER_INPAINT_TASKS="$TASKS"
+    fi
+    load_cluster_config "$CONFIG"
+    ROOT="${ROOT:-${CLUSTER_ROOT:-experiment}}"
+    if [[ "$MODE" != local ]]; then
+        ROOT="$(absolute_path "$ROOT")"
+        EXTRA+=(--no-progress)
+    fi
+    LOG_DIR="$ROOT/logs"
+    if [[ ${#MODELS[@]} -eq 0 ]]; then
+        read -r -a MODELS <<< "$(cd "$repo_dir" && "$PYTHON" -c 'from models import model_names; print(*model_names())')"
+    fi
+}

@@ -188,6 +188,20 @@ def test_missing_config_file_is_an_error(tmp_path):
     assert "cluster config file not found" in result.stderr
 
 
+@pytest.mark.parametrize("script, args, message", [
+    ("run_underfit_all.sh", ["--preset", "cpu"], "unknown option --preset"),
+    ("run_training_all.sh", ["--tasks", "2"], "unknown option --tasks"),
+    ("run_completion_all.sh", ["--root"], "--root needs a value"),
+    ("run_training_all.sh", ["--bogus"], "unknown option --bogus"),
+])
+def test_stage_scripts_reject_bad_options(tmp_path, script, args, message):
+    result = subprocess.run(["bash", str(REPO / script), "--dry-run", *args], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert result.stdout == ""
+
+
 @pytest.mark.parametrize("n_images, batch, tasks, ranges", [
     (6, 4, 2, [(0, 4), (4, 6)]),
     (1000, 64, 4, [(0, 256), (256, 512), (512, 768), (768, 1000)]),
