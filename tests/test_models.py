@@ -110,6 +110,30 @@ def test_paper_backbone_widths():
     assert sum(type(l).__name__ == "BatchNormalization" for l in with_bn.layers) == 3
 
 
+@pytest.mark.parametrize("width", [16, 64])
+def test_init_std_matches_study_gain(width):
+    # Layers whose fan-in grows with the width get 0.02 * sqrt(64 / width); the
+    # dense projection from z and the first convolution keep 0.02.
+    scaled = 0.02 * math.sqrt(64 / width)
+    generator = build_generator(100, width, 64, batchnorm=False, seed=3)
+    discriminator = build_discriminator(width, 64, batchnorm=False, seed=3)
+    expected = {"project": 0.02, "deconv1": scaled, "deconv2": scaled, "deconv3": scaled,
+                "deconv4": scaled, "conv0": 0.02, "conv1": scaled, "conv2": scaled, "conv3": scaled,
+                "logit": scaled}
+    for name, std in expected.items():
+        model = generator if name in {"project"} or name.startswith("deconv") else discriminator
+        kernel = model.get_layer(name).kernel.numpy()
+        assert kernel.std() == pytest.approx(std, rel=0.06), name
+
+
+def test_narrow_network_keeps_output_scale():
+    # Without batch norm, G(z) of a quarter-width generator starts at the scale of the study's.
+    z = tf.random.stateless_normal([256, 100], seed=[1, 2])
+    narrow = float(tf.math.reduce_std(build_generator(100, 16, 64, batchnorm=False, seed=5)(z)))
+    study = float(tf.math.reduce_std(build_generator(100, 64, 64, batchnorm=False, seed=5)(z)))
+    assert narrow == pytest.approx(study, rel=0.25)
+
+
 # ----- registry and steps ------------------------------------------------------------------
 
 
