@@ -174,7 +174,7 @@ def main(argv=None) -> int:
     from study.images import save_rgb
     from study.inpaint import InpaintSettings
     from study.masks import importance_weights, load_mask_file, make_mask
-    from study.provenance import sha256_lines, write_json_atomic
+    from study.provenance import sha256_file, sha256_lines, write_json_atomic
 
     layout = Layout(args.root)
     gan, meta, prep = load_model(args.model, layout, args.checkpoint_dir)
@@ -201,7 +201,10 @@ def main(argv=None) -> int:
 
     current = {"settings": settings.__dict__, "iterations": args.iterations, "mask": mask_name,
                "mode": args.mode, "weighted_context": args.weighted_context, "blend": args.blend,
-               "checkpoint": {"model": meta["model"], "step": meta["step"]},
+               # The hash tells a retrained model from the one the earlier completions
+               # came from, even when both stopped at the same step.
+               "checkpoint": {"model": meta["model"], "step": meta["step"],
+                              "sha256": sha256_file(meta["path"])},
                # A new split renumbers the test images; completions of the old
                # list must not be taken for the new one.
                "test_images": sha256_lines(names)}

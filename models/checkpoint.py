@@ -125,7 +125,9 @@ def restore(gan: GAN, path: str | Path, optimizers: bool = True) -> int:
 def load_for_inference(folder: str | Path, gan_factory) -> tuple[GAN, dict]:
     """Restore the newest checkpoint of ``folder`` into ``gan_factory(meta)``.
 
-    Raises CheckpointNotFound naming the folder and the command that creates it.
+    Returns the GAN and the checkpoint's metadata plus ``path``, the file
+    restored. Raises CheckpointNotFound naming the folder and the command
+    that creates it.
     """
     path = latest(folder)
     if path is None:
@@ -136,4 +138,4 @@ def load_for_inference(folder: str | Path, gan_factory) -> tuple[GAN, dict]:
     meta = read_meta(path)
     gan = gan_factory(meta)
     restore(gan, path, optimizers=False)
-    return gan, meta
+    return gan, {**meta, "path": str(path)}

@@ -567,3 +567,16 @@ def test_complete_non_finite_row_keeps_others(tmp_path, capsys, monkeypatch):
     assert (out / "1" / "original.jpg").exists()
     rows = (out / "fill_quality.csv").read_text().splitlines()[1:]
     assert [line.split(",")[0] for line in rows] == ["0", "2"]
+
+
+def test_complete_retrained_checkpoint_same_step(tmp_path, capsys):
+    root = _tiny_experiment(tmp_path)
+    folder = root / "checkpoints" / "dcgan"
+    checkpoint.save(GAN(get_spec("dcgan"), TINY, seed=0), folder, 7)
+    assert _run_cli(root) == 0
+    capsys.readouterr()
+    checkpoint.save(GAN(get_spec("dcgan"), TINY, seed=1), folder, 7)   # retrained, same step
+    assert _run_cli(root) == 2
+    err = capsys.readouterr().err
+    assert "checkpoint: earlier" in err
+    assert "--overwrite" in err
