@@ -19,8 +19,7 @@ narrower network scales that standard deviation by sqrt(64 / width) in the
 layers whose fan-in grows with the width, so every layer multiplies the
 signal's scale by the same factor as in the study's network. Without that, a
 network without batch norm at width 16 starts with outputs about 17 times
-smaller than the study's (G(z) nearly constant, D(x) nearly 0), and
-DRAGAN and consensus optimization then collapse in the CPU preset.
+smaller than the study's (G(z) nearly constant, D(x) nearly 0).
 """
 
 from __future__ import annotations
