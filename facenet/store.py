@@ -362,10 +362,14 @@ def _read_previous(out_path: Path, protocol: str, source: str, preprocessing: st
 
 
 def _same_contents(previous: EmbeddingSet | None, current: EmbeddingSet) -> bool:
-    """True when ``previous`` is a finished file holding exactly the rows of ``current``."""
+    """Return True when ``previous`` is a finished file with exactly the rows of ``current``.
+
+    The paths are not compared: they only record where the images were read,
+    and in a moved experiment folder a rewrite for new paths would change the
+    file, which later stages fingerprint as an input.
+    """
     return (previous is not None and previous.complete
             and np.array_equal(previous.keys, current.keys)
-            and np.array_equal(previous.paths, current.paths)
             and np.array_equal(previous.sha256, current.sha256)
             and np.array_equal(previous.embeddings, current.embeddings))
 

@@ -692,3 +692,17 @@ def test_compare_rerun_may_add_models_but_not_change_them(tmp_path):
     with pytest.raises(FileExistsError):
         check_overwrite(csv_path, "new", False, {**earlier, "db_m2": "c"}, "other protocol")
     check_overwrite(csv_path, "new", True, {"db_original": "z"}, "p")
+
+
+def test_embed_images_moved_folder_keeps_file(tmp_path):
+    import shutil
+
+    items = write_images(tmp_path / "images", 3)
+    out = tmp_path / "emb.npz"
+    embed_images(items, MeanColourBackend(), decode_rgb, out, "test", "{}", progress=False)
+    before = out.read_bytes()
+    shutil.copytree(tmp_path / "images", tmp_path / "moved")
+    moved = [ImageItem(key=item.key, path=tmp_path / "moved" / item.path.name) for item in items]
+    result = embed_images(moved, MeanColourBackend(), decode_rgb, out, "test", "{}", progress=False)
+    assert result.reused == 3
+    assert out.read_bytes() == before
