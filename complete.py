@@ -201,8 +201,8 @@ def main(argv=None) -> int:
 
     current = {"settings": settings.__dict__, "iterations": args.iterations, "mask": mask_name,
                "mode": args.mode, "weighted_context": args.weighted_context, "blend": args.blend,
-               # The hash tells a retrained model from the one the earlier completions
-               # came from, even when both stopped at the same step.
+               # The hash distinguishes a retrained model from the one the earlier
+               # completions came from, even when both stopped at the same step.
                "checkpoint": {"model": meta["model"], "step": meta["step"],
                               "sha256": sha256_file(meta["path"])},
                # A new split renumbers the test images; completions of the old

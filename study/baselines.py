@@ -404,6 +404,8 @@ def run_baselines(config: BaselineConfig) -> list[UnderfitResult]:
     layout = Layout(config.root)
     split = load_split_inputs(config.root, config.protocol)
     known, mask_source = find_mask(layout, config.clipping, config.mask, split.prep.size)
+    # NOTE: mask_source contains the --root path, so in a copied or moved experiment
+    # folder the baselines count as changed and need --overwrite to rerun.
     settings = {"baseline_settings_sha256": provenance.sha256_lines([
         config.match, mask_source, hashlib.sha256(np.packbits(known >= 0.5).tobytes()).hexdigest(),
         json.dumps(split.prep.as_dict(), sort_keys=True), str(split.data_dir),
