@@ -54,14 +54,19 @@ class SplitResult:
     reused: bool
 
 
-def choose_test_set(names: list[str], n_test: int, seed: int) -> tuple[list[str], list[str]]:
-    """Pick ``n_test`` of ``names`` at random with ``seed``; return sorted (train, test)."""
+def _check_test_size(names: list[str], n_test: int) -> None:
+    """Raise SplitError unless ``n_test`` leaves at least one of ``names`` for training."""
     if n_test < 1:
         raise SplitError(f"--n_test must be at least 1, got {n_test}")
     if n_test >= len(names):
         raise SplitError(
             f"--n_test {n_test} must be smaller than the number of readable images "
             f"({len(names)}); lower --n_test or add images")
+
+
+def choose_test_set(names: list[str], n_test: int, seed: int) -> tuple[list[str], list[str]]:
+    """Pick ``n_test`` of ``names`` at random with ``seed``; return sorted (train, test)."""
+    _check_test_size(names, n_test)
     order = np.random.default_rng(seed).permutation(len(names))
     ordered = sorted(names)
     test = sorted(ordered[i] for i in order[:n_test])
@@ -113,12 +118,7 @@ def choose_test_identities(names: list[str], n_test: int, seed: int,
     few images. Raises SplitError when an image has no identity or when no
     set of whole persons has exactly ``n_test`` images.
     """
-    if n_test < 1:
-        raise SplitError(f"--n_test must be at least 1, got {n_test}")
-    if n_test >= len(names):
-        raise SplitError(
-            f"--n_test {n_test} must be smaller than the number of readable images "
-            f"({len(names)}); lower --n_test or add images")
+    _check_test_size(names, n_test)
     unknown = sorted(name for name in names if name not in identities)
     if unknown:
         raise SplitError(f"{len(unknown)} of {len(names)} image(s) have no entry in the identity "

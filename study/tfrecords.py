@@ -80,7 +80,7 @@ def convert(paths: list[Path], out_dir: str | Path, n_shards: int = 128,
     if manifest_path.exists():
         # Remove only the shards that the earlier conversion listed, because other
         # files in the folder may belong to someone else.
-        for shard in read_json(manifest_path).get("shards", []):
+        for shard in old.get("shards", []):
             (out_dir / shard["file"]).unlink(missing_ok=True)
         manifest_path.unlink()
 
@@ -156,6 +156,13 @@ def read_manifest(tfrecord_dir: str | Path) -> dict:
     return read_json(path)
 
 
+def check_batch_size(manifest: dict, batch_size: int, tfrecord_dir: str | Path) -> None:
+    """Raise ValueError when one batch needs more images than the TFRecords contain."""
+    if manifest["n_images"] < batch_size:
+        raise ValueError(f"batch size {batch_size} is larger than the {manifest['n_images']} "
+                         f"training images in {tfrecord_dir}; lower --batch_size")
+
+
 def parse_record(serialized):
     """Parse one record into float32 ``[H, W, 3]`` pixels in [-1, 1]."""
     import tensorflow as tf
@@ -184,9 +191,7 @@ def training_dataset(tfrecord_dir: str | Path, batch_size: int, seed: int,
     manifest = read_manifest(tfrecord_dir)
     size = image_size or manifest["preprocessing"]["size"]
     files = [str(Path(tfrecord_dir) / shard["file"]) for shard in manifest["shards"]]
-    if manifest["n_images"] < batch_size:
-        raise ValueError(f"batch size {batch_size} is larger than the {manifest['n_images']} "
-                         f"training images in {tfrecord_dir}; lower --batch_size")
+    check_batch_size(manifest, batch_size, tfrecord_dir)
     dataset = tf.data.TFRecordDataset(files, num_parallel_reads=min(len(files), 4))
     dataset = dataset.map(parse_record, num_parallel_calls=tf.data.AUTOTUNE)
     dataset = dataset.map(lambda x: tf.ensure_shape(x, [size, size, 3]))

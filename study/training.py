@@ -182,7 +182,7 @@ def plan(config: TrainConfig) -> dict:
     :func:`train` would raise before its first step.
     """
     from models import checkpoint, get_spec
-    from study.tfrecords import read_manifest
+    from study.tfrecords import check_batch_size, read_manifest
 
     spec = get_spec(config.model)
     if config.gpus > 1:
@@ -190,9 +190,7 @@ def plan(config: TrainConfig) -> dict:
 
         check_distributable(spec)
     manifest = read_manifest(config.tfrecords)
-    if manifest["n_images"] < config.batch_size:
-        raise ValueError(f"batch size {config.batch_size} is larger than the {manifest['n_images']} "
-                         f"training images in {config.tfrecords}; lower --batch_size")
+    check_batch_size(manifest, config.batch_size, config.tfrecords)
     folder = Path(config.checkpoint_dir)
     _check_folder(config, folder, manifest["source_sha256"])
     newest = None if config.renew else checkpoint.latest(folder)
