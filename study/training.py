@@ -147,8 +147,8 @@ def _check_folder(config: TrainConfig, folder: Path, data_sha256: str) -> None:
                  for key in _IDENTITY_KEYS if old.get(key) != getattr(config, key)]
     recorded = old.get("training_data_sha256")
     if recorded is None:
-        # Runs started before the hash was recorded: the other settings match,
-        # and refusing would leave only --renew, which deletes the run.
+        # A run started before the hash was recorded resumes with a warning, because
+        # rejecting it would leave only --renew, which deletes the run.
         log.warning("%s does not record which TFRecords its run was trained on, so they cannot "
                     "be checked; resuming on the TFRecords in %s", config_path, config.tfrecords)
     elif recorded != data_sha256:
