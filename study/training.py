@@ -21,7 +21,11 @@ from study.provenance import read_json, write_json_atomic, write_text_atomic
 log = logging.getLogger(__name__)
 
 LOSS_COLUMNS = ("step", "d_loss", "g_loss", "penalty", "wasserstein",
-                "grad_norm_real", "grad_norm_fake", "grad_norm_interpolated", "seconds")
+                "grad_norm_real", "grad_norm_fake", "grad_norm_interpolated", "sample_std",
+                "seconds")
+# The columns before sample_std was logged; a run that started with them
+# resumes writing them.
+OLDER_LOSS_COLUMNS = tuple(c for c in LOSS_COLUMNS if c != "sample_std")
 
 
 class TrainingDiverged(StageError):
@@ -78,9 +82,31 @@ def total_steps(config: TrainConfig, n_images: int, n_critic: int) -> int:
 _IDENTITY_KEYS = ("model", "z_dim", "gf_dim", "df_dim", "batch_size", "seed")
 
 
-def _logged_step(line: str) -> int | None:
+def sample_spread(images: np.ndarray) -> float:
+    """Standard deviation across samples ``[N, H, W, C]`` of each pixel, averaged over pixels.
+
+    Near 0 when the generator maps every z to the same image (mode
+    collapse); a batch of real 64x64 CelebA faces in [-1, 1] gives about 0.47.
+    """
+    return float(np.mean(np.std(images, axis=0)))
+
+
+# A grid whose spread across z is below this fraction of a real batch's
+# spread is reported as a likely mode collapse.
+COLLAPSE_FRACTION = 0.25
+
+
+def _warn_if_collapsed(model: str, step: int, samples: np.ndarray, real: np.ndarray) -> None:
+    spread, real_spread = sample_spread(samples), sample_spread(real)
+    if spread < COLLAPSE_FRACTION * real_spread:
+        log.warning("%s, step %d: the sample grid hardly changes with z (sample_std %.3f, a real "
+                    "batch %.3f); the generator draws nearly one image for every z (mode collapse)",
+                    model, step, spread, real_spread)
+
+
+def _logged_step(line: str, columns: tuple[str, ...]) -> int | None:
     fields = line.split(",")
-    if len(fields) != len(LOSS_COLUMNS):
+    if len(fields) != len(columns):
         return None
     try:
         return int(fields[0])
@@ -88,36 +114,41 @@ def _logged_step(line: str) -> int | None:
         return None
 
 
-def prepare_loss_log(path: Path, start: int) -> bool:
-    """Prepare ``losses.csv`` for rows after step ``start``; return True when it needs its header.
+def prepare_loss_log(path: Path, start: int) -> tuple[bool, tuple[str, ...]]:
+    """Prepare ``losses.csv`` for rows after step ``start``.
+
+    Returns ``(needs_header, columns)``: whether the header must be written
+    first, and the columns of the rows to append.
 
     A run that was killed (preempted, cancelled, out of time) may have logged
     rows after its last checkpoint, or half a row. Training resumes from that
     checkpoint and logs those steps again, so such rows are removed and every
     step appears once. A missing or empty file, or one with only part of the
-    header, needs the header. A file that starts with another header is left
-    as it is.
+    header, needs the header. A file with the older header (no sample_std)
+    keeps its columns. A file that starts with another header is left as it is.
     """
     header = ",".join(LOSS_COLUMNS)
     if not path.exists():
-        return True
+        return True, LOSS_COLUMNS
     text = path.read_text()
     if "\n" not in text and header.startswith(text.strip()):
         path.write_text("")
-        return True
+        return True, LOSS_COLUMNS
     lines = text.splitlines()
-    if lines[0] != header:
-        return False
+    columns = {header: LOSS_COLUMNS, ",".join(OLDER_LOSS_COLUMNS): OLDER_LOSS_COLUMNS}.get(lines[0])
+    if columns is None:
+        return False, LOSS_COLUMNS
     rows = lines[1:]
     if not text.endswith("\n"):
         rows = rows[:-1]  # cut off in the middle of a row
-    kept = [line for line in rows if (step := _logged_step(line)) is not None and step <= start]
+    kept = [line for line in rows
+            if (step := _logged_step(line, columns)) is not None and step <= start]
     if len(kept) < len(lines) - 1:
         log.info("%s: removing %d row(s) logged after step %d by the run that stopped there",
                  path, len(lines) - 1 - len(kept), start)
         # csv.writer ends rows with \r\n; the rewritten rows keep that.
         write_text_atomic(path, "".join(f"{line}\r\n" for line in [lines[0], *kept]))
-    return False
+    return False, columns
 
 
 def make_strategy(gpus: int):
@@ -258,13 +289,13 @@ def train(config: TrainConfig) -> dict:
                                     seed=config.seed + start, group=spec.n_critic))
     writer = tf.summary.create_file_writer(str(folder / "tensorboard"))
     csv_path = folder / "losses.csv"
-    new_csv = prepare_loss_log(csv_path, start)
+    new_csv, columns = prepare_loss_log(csv_path, start)
     began = time.perf_counter()
     last_saved = newest
     with open(csv_path, "a", newline="") as handle, writer.as_default():
         table = csv.writer(handle)
         if new_csv:
-            table.writerow(LOSS_COLUMNS)
+            table.writerow(columns)
         bar = tqdm(range(start, steps), initial=start, total=steps, desc=f"train {spec.name}",
                    unit="step", disable=not config.progress)
         for step_index in bar:
@@ -282,13 +313,15 @@ def train(config: TrainConfig) -> dict:
                     "Lower the learning rate or check the input data.")
             if step % config.log_every == 0 or step == steps:
                 norms = {k: float(v) for k, v in gan.diagnostics(real_group[0]).items()}
+                spread = sample_spread(gan.sample(sample_z))
                 row = {**values, **{f"grad_norm_{k}": v for k, v in norms.items()},
-                       "step": step, "seconds": time.perf_counter() - began}
-                table.writerow([row[c] for c in LOSS_COLUMNS])
+                       "sample_std": spread, "step": step, "seconds": time.perf_counter() - began}
+                table.writerow([row[c] for c in columns])
                 for key in ("d_loss", "g_loss", "penalty", "wasserstein"):
                     tf.summary.scalar(f"loss/{key}", values[key], step=step)
                 for key, value in norms.items():
                     tf.summary.scalar(f"grad_norm/{key}", value, step=step)
+                tf.summary.scalar("samples/std_across_z", spread, step=step)
                 bar.set_postfix(d=f"{values['d_loss']:.3f}", g=f"{values['g_loss']:.3f}")
             if step % config.ckpt_step == 0 or step == steps:
                 # The loss rows go to disk first: a run killed after the checkpoint
@@ -296,7 +329,9 @@ def train(config: TrainConfig) -> dict:
                 handle.flush()
                 writer.flush()
                 last_saved = checkpoint.save(gan, folder, step, keep=config.keep_checkpoints)
-                save_grid(folder / "samples" / f"step_{step:08d}.png", to_uint8(gan.sample(sample_z)))
+                samples = gan.sample(sample_z)
+                save_grid(folder / "samples" / f"step_{step:08d}.png", to_uint8(samples))
+                _warn_if_collapsed(spec.name, step, samples, real_group[0].numpy())
     elapsed = time.perf_counter() - began
     log.info("%s: trained steps %d-%d in %.1f s; checkpoint %s", spec.name, start + 1, steps,
              elapsed, last_saved)

@@ -234,7 +234,7 @@ def test_loss_log_trimmed_after_checkpoint(tmp_path):
     # A run killed at step 45 after its checkpoint at step 20, halfway through a row.
     rows = [",".join(LOSS_COLUMNS)] + [_loss_row(step) for step in (10, 20, 30, 40)]
     path.write_bytes(("\r\n".join(rows) + "\r\n" + _loss_row(50)[:7]).encode())
-    assert prepare_loss_log(path, 20) is False
+    assert prepare_loss_log(path, 20) == (False, LOSS_COLUMNS)
     with open(path, newline="") as handle:
         steps = [int(row["step"]) for row in csv.DictReader(handle)]
     assert steps == [10, 20]
@@ -242,15 +242,15 @@ def test_loss_log_trimmed_after_checkpoint(tmp_path):
 
 
 def test_loss_log_without_header_gets_one(tmp_path):
-    from study.training import prepare_loss_log
+    from study.training import LOSS_COLUMNS, prepare_loss_log
 
     path = tmp_path / "losses.csv"
-    assert prepare_loss_log(path, 0) is True
+    assert prepare_loss_log(path, 0) == (True, LOSS_COLUMNS)
     path.write_text("")
-    assert prepare_loss_log(path, 0) is True
+    assert prepare_loss_log(path, 0) == (True, LOSS_COLUMNS)
     # Killed while the header was being written.
     path.write_text("step,d_lo")
-    assert prepare_loss_log(path, 0) is True
+    assert prepare_loss_log(path, 0) == (True, LOSS_COLUMNS)
     assert path.read_text() == ""
 
 
@@ -259,8 +259,20 @@ def test_loss_log_of_other_format_kept(tmp_path):
 
     path = tmp_path / "losses.csv"
     path.write_text("other,header\n1,2\n")
-    assert prepare_loss_log(path, 0) is False
+    assert prepare_loss_log(path, 0)[0] is False
     assert path.read_text() == "other,header\n1,2\n"
+
+
+def test_loss_log_of_older_columns_resumes_in_them(tmp_path):
+    from study.training import LOSS_COLUMNS, prepare_loss_log
+
+    older = tuple(c for c in LOSS_COLUMNS if c != "sample_std")
+    path = tmp_path / "losses.csv"
+    row = lambda step: ",".join([str(step)] + ["0.5"] * (len(older) - 1))
+    path.write_text("\r\n".join([",".join(older), row(10), row(20), row(30)]) + "\r\n")
+    assert prepare_loss_log(path, 20) == (False, older)
+    with open(path, newline="") as handle:
+        assert [int(r["step"]) for r in csv.DictReader(handle)] == [10, 20]
 
 
 # ----- the study on a local SLURM cluster -----------------------------------------------------

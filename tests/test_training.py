@@ -13,10 +13,12 @@ import tensorflow as tf
 
 from conftest import REPO
 from models import checkpoint
-from models.gan import GAN
+from models import get_spec
+from models.gan import GAN, Sizes
 from study.images import Preprocessing, list_image_files
 from study.tfrecords import convert
-from study.training import TrainConfig, TrainingDiverged, plan, total_steps, train
+from study.training import (TrainConfig, TrainingDiverged, plan, sample_spread, total_steps,
+                            train)
 
 
 @pytest.fixture
@@ -41,6 +43,30 @@ def test_total_steps_counts_critic_batches():
     assert total_steps(config, 202599 - 1000, n_critic=1) == 20 * (201599 // 128)
 
 
+def test_sample_spread_by_hand():
+    black, white = np.zeros((1, 2, 2, 3)), np.ones((1, 2, 2, 3))
+    # Every pixel is 0 in one sample and 1 in the other: std 0.5 everywhere.
+    assert sample_spread(np.concatenate([black, white])) == pytest.approx(0.5)
+    assert sample_spread(np.concatenate([white, white, white])) == 0.0
+    # Only one of four pixels differs (values -1 and 1, std 1): mean 0.25.
+    pair = np.zeros((2, 2, 2, 1))
+    pair[0, 0, 0, 0], pair[1, 0, 0, 0] = -1.0, 1.0
+    assert sample_spread(pair) == pytest.approx(0.25)
+
+
+def test_collapse_warning_compares_with_real_spread(caplog):
+    from study.training import _warn_if_collapsed
+
+    rng = np.random.default_rng(0)
+    real = rng.uniform(-1, 1, (8, 4, 4, 3))
+    one_image = np.repeat(real[:1], 8, axis=0) + rng.normal(0, 0.01, (8, 4, 4, 3))
+    _warn_if_collapsed("dragan", 200, one_image, real)
+    assert "dragan, step 200" in caplog.text and "mode collapse" in caplog.text
+    caplog.clear()
+    _warn_if_collapsed("dragan", 400, real[::-1], real)
+    assert caplog.text == ""
+
+
 def test_train_writes_checkpoints_samples_logs(records, tmp_path):
     folder = tmp_path / "ckpt"
     summary = train(tiny_config(records, folder))
@@ -51,6 +77,13 @@ def test_train_writes_checkpoints_samples_logs(records, tmp_path):
         rows = list(csv.DictReader(handle))
     assert [int(r["step"]) for r in rows] == [2, 4, 6]
     assert all(np.isfinite(float(r["grad_norm_real"])) for r in rows)
+    # The last row's sample_std is the spread of the grid that the step-6 checkpoint draws.
+    def factory(meta):
+        return GAN(get_spec(meta["model"]),
+                   Sizes(meta["z_dim"], meta["gf_dim"], meta["df_dim"], meta["image_size"]))
+    gan, _ = checkpoint.load_for_inference(folder, factory)
+    images = gan.sample(np.load(folder / "sample_z.npy"))
+    assert float(rows[-1]["sample_std"]) == pytest.approx(float(images.std(axis=0).mean()), rel=1e-5)
     config = json.loads((folder / "config.json").read_text())
     assert config["model"] == "dcgan"
     assert config["steps"] == 6
@@ -164,3 +197,4 @@ def test_train_dry_run_cli_reports_missing_records(tmp_path):
     assert "convert.py" in result.stderr
     assert str(tmp_path / "exp" / "tfrecords") in result.stderr
     assert not (tmp_path / "exp" / "checkpoints").exists()
+
