@@ -83,10 +83,10 @@ _IDENTITY_KEYS = ("model", "z_dim", "gf_dim", "df_dim", "batch_size", "seed")
 
 
 def sample_spread(images: np.ndarray) -> float:
-    """Standard deviation across samples ``[N, H, W, C]`` of each pixel, averaged over pixels.
+    """Return the standard deviation across samples ``[N, H, W, C]`` of each pixel, averaged.
 
-    Near 0 when the generator maps every z to the same image (mode
-    collapse); a batch of real 64x64 CelebA faces in [-1, 1] gives about 0.47.
+    It is near 0 when the generator maps every z to the same image (mode
+    collapse). A batch of real 64x64 CelebA faces in [-1, 1] gives about 0.47.
     """
     return float(np.mean(np.std(images, axis=0)))
 
@@ -100,7 +100,8 @@ def _warn_if_collapsed(model: str, step: int, samples: np.ndarray, real: np.ndar
     spread, real_spread = sample_spread(samples), sample_spread(real)
     if spread < COLLAPSE_FRACTION * real_spread:
         log.warning("%s, step %d: the sample grid hardly changes with z (sample_std %.3f, a real "
-                    "batch %.3f); the generator draws nearly one image for every z (mode collapse)",
+                    "batch %.3f), so the generator draws nearly one image for every z (mode "
+                    "collapse). Check the sample grids, and train longer if they stay alike.",
                     model, step, spread, real_spread)
 
 
