@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     setup_logging()
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
-    presets.apply_preset(args, "train")
+    presets.apply_preset(args, "train", model=args.model)
     from models import get_spec
     from study.training import TrainConfig, train
 

@@ -198,3 +198,22 @@ def test_train_dry_run_cli_reports_missing_records(tmp_path):
     assert str(tmp_path / "exp" / "tfrecords") in result.stderr
     assert not (tmp_path / "exp" / "checkpoints").exists()
 
+
+
+def test_cpu_preset_gives_consensus_its_own_epochs():
+    import argparse
+
+    from study import presets
+
+    def resolved(model, **given):
+        args = argparse.Namespace(**{"preset": "cpu", "epochs": None, "batch_size": None, **given})
+        return presets.apply_preset(args, "train", model=model)
+
+    assert resolved("dcgan").epochs == 12
+    assert resolved("dcgan-cons").epochs == 30
+    assert resolved("dragan").epochs == 36
+    assert resolved("dcgan-cons").batch_size == 64  # the preset's other values still apply
+    assert resolved("dcgan-cons", epochs=5).epochs == 5  # a flag wins over the preset
+    assert presets.apply_preset(argparse.Namespace(preset="paper", epochs=None), "train",
+                                model="dcgan-cons").epochs == 20
+    assert "cpu: 12 (dcgan-cons: 30, dragan: 36)" in presets.preset_help("train", "epochs")
