@@ -3,7 +3,9 @@
 
 Checkpoints every --ckpt_step generator steps and resumes from the newest one
 unless --renew; writes a sample grid from a fixed z at each checkpoint, losses
-every 10 steps (losses.csv and TensorBoard) and the resolved config.
+and the grid's spread across z every 10 steps (losses.csv and TensorBoard) and
+the resolved config. A grid that hardly changes with z (mode collapse) is
+reported as a warning.
 """
 
 from __future__ import annotations
@@ -44,10 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     preset_int("ckpt_step", "save a checkpoint and a sample grid every this many steps")
     preset_int("sample_count", "images in each sample grid")
     parser.add_argument("--log_every", type=int, default=10,
-                        help="write losses, penalty, Wasserstein estimate and the critic's input "
-                             "gradient norms (real, fake, interpolated) to losses.csv and "
-                             "TensorBoard every this many steps; the norms cost an extra pass "
-                             "through the critic, so 1 slows training down (default: 10)")
+                        help="write losses, penalty, Wasserstein estimate, the critic's input "
+                             "gradient norms (real, fake, interpolated) and the sample grid's "
+                             "spread across z (sample_std) to losses.csv and TensorBoard every "
+                             "this many steps; the norms and the spread cost a pass through the "
+                             "critic and one through the generator, so 1 slows training down "
+                             "(default: 10)")
     parser.add_argument("--keep_checkpoints", type=int, default=3,
                         help="newest checkpoints kept, older ones are removed; 0 keeps all (default: 3)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")

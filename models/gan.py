@@ -142,6 +142,7 @@ class GAN:
         # number of replicas.
         self.rng = tf.random.Generator.from_seed(seed)
         self._compiled_step = None
+        self._compiled_sample = None
 
     # ----- losses --------------------------------------------------------------
 
@@ -389,8 +390,15 @@ class GAN:
                 for name, points in (("real", real), ("fake", fake), ("interpolated", mixed))}
 
     def sample(self, z: np.ndarray) -> np.ndarray:
-        """G(z) in inference mode: ``[B, z_dim]`` -> ``[B, H, W, 3]`` in [-1, 1]."""
-        return self.generator(tf.convert_to_tensor(z, tf.float32), training=False).numpy()
+        """Return G(z) in inference mode: ``[B, z_dim]`` -> ``[B, H, W, 3]`` in [-1, 1].
+
+        Compiled, because training calls it at every logged step and an eager
+        call of a small generator costs about as much as a training step.
+        """
+        if self._compiled_sample is None:
+            self._compiled_sample = tf.function(lambda z: self.generator(z, training=False),
+                                                reduce_retracing=True)
+        return self._compiled_sample(tf.convert_to_tensor(z, tf.float32)).numpy()
 
 
 def _synchronize_batch_norm(*models) -> None:

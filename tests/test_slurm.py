@@ -251,6 +251,11 @@ def test_loss_log_without_header_gets_one(tmp_path):
     # Killed while the header was being written.
     path.write_text("step,d_lo")
     assert prepare_loss_log(path, 0) == (True, LOSS_COLUMNS)
+    # The header of a run from before sample_std was logged, whole or cut short.
+    older = ",".join(c for c in LOSS_COLUMNS if c != "sample_std")
+    for text in (older, older[:-5]):
+        path.write_text(text)
+        assert prepare_loss_log(path, 0) == (True, LOSS_COLUMNS)
     assert path.read_text() == ""
 
 
@@ -273,6 +278,9 @@ def test_loss_log_of_older_columns_resumes_in_them(tmp_path):
     assert prepare_loss_log(path, 20) == (False, older)
     with open(path, newline="") as handle:
         assert [int(r["step"]) for r in csv.DictReader(handle)] == [10, 20]
+    # Resumed from step 0, no older row remains, so the file starts over with the new columns.
+    assert prepare_loss_log(path, 0) == (True, LOSS_COLUMNS)
+    assert path.read_text() == ""
 
 
 # ----- the study on a local SLURM cluster -----------------------------------------------------

@@ -200,7 +200,7 @@ def test_train_dry_run_cli_reports_missing_records(tmp_path):
 
 
 
-def test_cpu_preset_gives_consensus_its_own_epochs():
+def test_cpu_preset_lengthens_slow_models():
     import argparse
 
     from study import presets
@@ -212,8 +212,23 @@ def test_cpu_preset_gives_consensus_its_own_epochs():
     assert resolved("dcgan").epochs == 12
     assert resolved("dcgan-cons").epochs == 30
     assert resolved("dragan").epochs == 36
+    assert resolved("wgan").epochs == 48
     assert resolved("dcgan-cons").batch_size == 64  # the preset's other values still apply
     assert resolved("dcgan-cons", epochs=5).epochs == 5  # a flag wins over the preset
     assert presets.apply_preset(argparse.Namespace(preset="paper", epochs=None), "train",
                                 model="dcgan-cons").epochs == 20
-    assert "cpu: 12 (dcgan-cons: 30, dragan: 36)" in presets.preset_help("train", "epochs")
+    assert "cpu: 12 (dcgan-cons: 30, dragan: 36, wgan: 48)" in presets.preset_help("train", "epochs")
+
+
+def test_per_model_preset_names_models_and_options():
+    from models import model_names
+    from study.presets import PRESETS
+
+    for preset, stages in PRESETS.items():
+        for key, by_model in stages.items():
+            if not key.endswith("_by_model"):
+                continue
+            stage = key[: -len("_by_model")]
+            assert set(by_model) <= set(model_names()), (preset, key)
+            for values in by_model.values():
+                assert set(values) <= set(stages[stage]), (preset, key, values)
