@@ -25,11 +25,14 @@ PRESETS: dict[str, dict[str, dict]] = {
         "split": {"n_test": 100},
         "train": {"batch_size": 64, "epochs": 12, "max_steps": 0, "gf_dim": 16, "df_dim": 16,
                   "z_dim": 100, "ckpt_step": 200, "sample_count": 64},
-        # The GANs without batch norm drew one image for every z after 12
-        # epochs. Trained on, consensus optimization drew varied faces from
-        # about 2,000 steps and DRAGAN from about 2,400 (README.md, "The GAN
-        # zoo"), so these lengths leave a margin.
-        "train_by_model": {"dcgan-cons": {"epochs": 30}, "dragan": {"epochs": 36}},
+        # After 12 epochs the GANs without batch norm drew one image for every
+        # z, and WGAN (220 generator steps) drew noise. Trained on, consensus
+        # optimization drew varied faces from about 2,000 steps, DRAGAN from
+        # about 2,400 and WGAN face-like blobs from about 800 (README.md, "The
+        # GAN zoo"). These lengths leave a margin on the 5,900 training faces
+        # of the CelebA sample.
+        "train_by_model": {"dcgan-cons": {"epochs": 30}, "dragan": {"epochs": 36},
+                           "wgan": {"epochs": 48}},
         "complete": {"iterations": 600, "batch_size": 100, "save_every": 100},
         "embed": {"batch_size": 64},
     },
