@@ -26,6 +26,10 @@ class SplitError(ValueError):
     """Invalid split request or a conflicting earlier split."""
 
 
+class ImageDatabaseConflict(SplitError):
+    """Database images that differ from the completions they would be copied from."""
+
+
 def _decodes(path: Path) -> bool:
     try:
         decode_rgb(path)
@@ -281,8 +285,12 @@ def build_image_database(completions_root: str | Path, db_dir: str | Path,
     ``completions_root`` is a ``completions_<clipping>_<mask>`` folder; every
     model folder under it with a ``<dataset>`` subfolder contributes. The
     generated image is the final blended completion of each image (the
-    largest saved iteration). Existing files that differ are kept unless
-    ``overwrite``; returns counts per model.
+    largest saved iteration). Returns counts per model.
+
+    Raises ImageDatabaseConflict, before writing anything, when existing
+    database files differ from the completions (a model was retrained or
+    inpainted again) unless ``overwrite``: the embedding stages would
+    otherwise measure the old images.
     """
     completions_root, db_dir = Path(completions_root), Path(db_dir)
     models = sorted(p.name for p in completions_root.iterdir()
@@ -291,7 +299,8 @@ def build_image_database(completions_root: str | Path, db_dir: str | Path,
         raise FileNotFoundError(
             f"no completions found under {completions_root}/<model>/{dataset}. "
             "Run complete.py for at least one model first.")
-    counts: dict = {"kept_existing": 0}
+    counts: dict = {}
+    copies: list[tuple[Path, Path]] = []
     for model in models:
         counts[model] = 0
         for image_dir in sorted((completions_root / model / dataset).iterdir(),
@@ -303,27 +312,34 @@ def build_image_database(completions_root: str | Path, db_dir: str | Path,
                 log.warning("%s has no blended completion yet; skipped", image_dir)
                 continue
             target = db_dir / image_dir.name
-            for source, dest in ((image_dir / "original.jpg", target / "original.jpg"),
-                                 (image_dir / "masked.jpg", target / "masked.jpg"),
-                                 (final, target / "gen" / f"{model}.jpg")):
-                counts["kept_existing"] += _copy_unless_conflict(source, dest, overwrite)
+            copies += [(image_dir / "original.jpg", target / "original.jpg"),
+                       (image_dir / "masked.jpg", target / "masked.jpg"),
+                       (final, target / "gen" / f"{model}.jpg")]
             counts[model] += 1
-    if counts["kept_existing"]:
-        log.warning("kept %d existing database file(s) that differ from the completions; "
-                    "pass --overwrite to replace them", counts["kept_existing"])
+    conflicts = [dest for source, dest in copies
+                 if dest.exists() and dest.read_bytes() != source.read_bytes()]
+    if conflicts and not overwrite:
+        changed = sorted({dest.stem for dest in conflicts if dest.parent.name == "gen"})
+        raise ImageDatabaseConflict(
+            f"{len(conflicts)} file(s) in {db_dir} differ from the completions in "
+            f"{completions_root}, e.g. {conflicts[0]}"
+            + (f"; models with new inpaintings: {', '.join(changed)}" if changed else "")
+            + ". Nothing was written. If the completions are the ones to keep (for example "
+              "after retraining a model), run 'split_train_test.py --db --root <root> "
+              "--overwrite' and then rerun the later stages.")
+    for source, dest in copies:
+        _copy(source, dest)
+    counts["replaced"] = len(conflicts)
     write_json_atomic(db_dir / "database.json",
                       {"completions": str(completions_root.resolve()), "dataset": dataset,
                        "models": models, "counts": counts})
     return counts
 
 
-def _copy_unless_conflict(source: Path, dest: Path, overwrite: bool) -> int:
-    """Copy ``source`` to ``dest``; return 1 when a differing file was kept instead."""
-    if dest.exists():
-        if dest.read_bytes() == source.read_bytes():
-            return 0
-        if not overwrite:
-            return 1
+def _copy(source: Path, dest: Path) -> None:
+    """Copy ``source`` to ``dest`` through a temporary file, unless ``dest`` already matches."""
+    if dest.exists() and dest.read_bytes() == source.read_bytes():
+        return
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.tmp")
     shutil.copyfile(source, tmp)

@@ -12,7 +12,8 @@ from PIL import Image
 
 from conftest import REPO, synthetic_rgb
 from study.images import Preprocessing, UnreadableImage, crop_and_resize, decode_rgb, load_face
-from study.split import SplitError, build_image_database, choose_test_set, split_dataset
+from study.split import (ImageDatabaseConflict, SplitError, build_image_database, choose_test_set,
+                         split_dataset)
 
 
 def run_script(*args, cwd=REPO):
@@ -148,6 +149,31 @@ def test_image_database_picks_final_iteration(tmp_path):
     for model in ("m1", "m2"):
         assert ((tmp_path / "db" / "0" / "gen" / f"{model}.jpg").read_bytes()
                 == (root / model / "test" / "0" / "gen_images" / "gen_1500.jpg").read_bytes())
+
+
+def test_image_database_rejects_changed_completion(tmp_path):
+    root = tmp_path / "completions_stochastic_center"
+    for model in ("m1", "m2"):
+        folder = root / model / "test" / "0"
+        (folder / "gen_images").mkdir(parents=True)
+        Image.fromarray(synthetic_rgb(0, 64, 64)).save(folder / "original.jpg")
+        Image.fromarray(synthetic_rgb(1, 64, 64)).save(folder / "masked.jpg")
+        Image.fromarray(synthetic_rgb(2 + (model == "m2"), 64, 64)).save(folder / "gen_images" / "gen_600.jpg")
+    db = tmp_path / "db"
+    build_image_database(root, db)
+    before = (db / "0" / "gen" / "m1.jpg").read_bytes()
+    record = (db / "database.json").read_text()
+    # m1 retrained: its new inpainting differs from the one in the database.
+    new_image = root / "m1" / "test" / "0" / "gen_images" / "gen_600.jpg"
+    Image.fromarray(synthetic_rgb(7, 64, 64)).save(new_image)
+    with pytest.raises(ImageDatabaseConflict, match="models with new inpaintings: m1") as caught:
+        build_image_database(root, db)
+    assert "--overwrite" in str(caught.value)
+    assert (db / "0" / "gen" / "m1.jpg").read_bytes() == before
+    assert (db / "database.json").read_text() == record
+    counts = build_image_database(root, db, overwrite=True)
+    assert counts["replaced"] == 1
+    assert (db / "0" / "gen" / "m1.jpg").read_bytes() == new_image.read_bytes()
 
 
 # ----- conversion -------------------------------------------------------------------
