@@ -91,8 +91,9 @@ def _check_earlier_settings(out_dir: Path, current: dict, overwrite: bool) -> No
     if overwrite or not path.exists():
         return
     earlier = provenance.read_json(path)
-    differing = [f"{k}: earlier {earlier.get(k, absent)!r}, now {current.get(k)!r}"
-                 for k, absent in _RESUME_KEYS.items() if earlier.get(k, absent) != current.get(k)]
+    differing = provenance.describe_differences(
+        {key: earlier.get(key, absent) for key, absent in _RESUME_KEYS.items()},
+        {key: current.get(key) for key in _RESUME_KEYS})
     if differing:
         raise ValueError(f"{out_dir} contains completions made with other settings ({'; '.join(differing)}). "
                          "Pass --overwrite to redo them, or choose another --out.")

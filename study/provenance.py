@@ -113,3 +113,25 @@ def sha256_lines(lines) -> str:
         digest.update(line.encode("utf-8"))
         digest.update(b"\n")
     return digest.hexdigest()
+
+
+def describe_differences(earlier: dict, now: dict, prefix: str = "") -> list[str]:
+    """List the leaves that differ between two records, as ``path: earlier X, now Y``.
+
+    Nested records are compared key by key, so a changed embedding file names
+    only its own hash. Hashes are cut to 12 characters.
+    """
+    def short(value):
+        text = repr(value)
+        return text[:13] + "...'" if isinstance(value, str) and len(value) == 64 else text
+
+    lines = []
+    for key in sorted(set(earlier) | set(now)):
+        before, after = earlier.get(key), now.get(key)
+        if before == after:
+            continue
+        if isinstance(before, dict) and isinstance(after, dict):
+            lines += describe_differences(before, after, f"{prefix}{key}/")
+        else:
+            lines.append(f"{prefix}{key}: earlier {short(before)}, now {short(after)}")
+    return lines

@@ -300,7 +300,9 @@ def build_image_database(completions_root: str | Path, db_dir: str | Path,
             f"no completions found under {completions_root}/<model>/{dataset}. "
             "Run complete.py for at least one model first.")
     counts: dict = {}
-    copies: list[tuple[Path, Path]] = []
+    # Every model's completions carry the same original and masked image, so
+    # several sources may name one destination. They must agree.
+    sources: dict[Path, list[tuple[str, Path]]] = {}
     for model in models:
         counts[model] = 0
         for image_dir in sorted((completions_root / model / dataset).iterdir(),
@@ -312,20 +314,34 @@ def build_image_database(completions_root: str | Path, db_dir: str | Path,
                 log.warning("%s has no blended completion yet; skipped", image_dir)
                 continue
             target = db_dir / image_dir.name
-            copies += [(image_dir / "original.jpg", target / "original.jpg"),
-                       (image_dir / "masked.jpg", target / "masked.jpg"),
-                       (final, target / "gen" / f"{model}.jpg")]
+            for source, dest in ((image_dir / "original.jpg", target / "original.jpg"),
+                                 (image_dir / "masked.jpg", target / "masked.jpg"),
+                                 (final, target / "gen" / f"{model}.jpg")):
+                sources.setdefault(dest, []).append((model, source))
             counts[model] += 1
+    for dest, named in sources.items():
+        first_model, first = named[0]
+        for model, source in named[1:]:
+            if source.read_bytes() != first.read_bytes():
+                raise ImageDatabaseConflict(
+                    f"the completions of {first_model} and {model} hold different copies of "
+                    f"{dest.name} for test image {dest.parent.name} ({first} and {source}), so "
+                    "they were made from different splits. Inpaint every model again on the "
+                    "current split (complete.py --overwrite).")
+    copies = [(named[0][1], dest) for dest, named in sources.items()]
     conflicts = [dest for source, dest in copies
                  if dest.exists() and dest.read_bytes() != source.read_bytes()]
     if conflicts and not overwrite:
         changed = sorted({dest.stem for dest in conflicts if dest.parent.name == "gen"})
+        selection = completions_root.name.removeprefix("completions_").split("_", 1)
+        options = (f" --clipping {selection[0]} --maskType {selection[1]}"
+                   if len(selection) == 2 else "")
         raise ImageDatabaseConflict(
             f"{len(conflicts)} file(s) in {db_dir} differ from the completions in "
             f"{completions_root}, e.g. {conflicts[0]}"
             + (f"; models with new inpaintings: {', '.join(changed)}" if changed else "")
             + ". Nothing was written. If the completions are the ones to keep (for example "
-              "after retraining a model), run 'split_train_test.py --db --root <root> "
+              f"after retraining a model), run 'split_train_test.py --db --root <root>{options} "
               "--overwrite' and then rerun the later stages.")
     for source, dest in copies:
         _copy(source, dest)

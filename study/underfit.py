@@ -442,28 +442,6 @@ def write_mosaics(table: pd.DataFrame, finals: dict[int, dict], out_dir: Path, d
 
 # --- earlier results -----------------------------------------------------------
 
-def _differences(earlier: dict, now: dict, prefix: str = "") -> list[str]:
-    """List the leaves that differ between two input records, as ``path: earlier X, now Y``.
-
-    Nested records are compared key by key, so a changed embedding file names
-    only its own hash. Hashes are cut to 12 characters.
-    """
-    def short(value):
-        text = repr(value)
-        return text[:13] + "...'" if isinstance(value, str) and len(value) == 64 else text
-
-    lines = []
-    for key in sorted(set(earlier) | set(now)):
-        before, after = earlier.get(key), now.get(key)
-        if before == after:
-            continue
-        if isinstance(before, dict) and isinstance(after, dict):
-            lines += _differences(before, after, f"{prefix}{key}/")
-        else:
-            lines.append(f"{prefix}{key}: earlier {short(before)}, now {short(after)}")
-    return lines
-
-
 def _prepare_output(out_dir: Path, inputs: dict, overwrite: bool) -> bool:
     """Return True when ``out_dir`` already contains results of exactly ``inputs``.
 
@@ -479,7 +457,7 @@ def _prepare_output(out_dir: Path, inputs: dict, overwrite: bool) -> bool:
         earlier.pop("completions", None)
         if earlier == inputs and csv_path.exists() and not overwrite:
             return True
-        differing = _differences(earlier, inputs)
+        differing = provenance.describe_differences(earlier, inputs)
         if differing and not overwrite:
             raise FileExistsError(f"{out_dir} contains results made from other inputs "
                                   f"({'; '.join(differing)}). Pass --overwrite to replace them.")

@@ -168,12 +168,25 @@ def test_image_database_rejects_changed_completion(tmp_path):
     Image.fromarray(synthetic_rgb(7, 64, 64)).save(new_image)
     with pytest.raises(ImageDatabaseConflict, match="models with new inpaintings: m1") as caught:
         build_image_database(root, db)
-    assert "--overwrite" in str(caught.value)
+    assert "--clipping stochastic --maskType center --overwrite" in str(caught.value)
     assert (db / "0" / "gen" / "m1.jpg").read_bytes() == before
     assert (db / "database.json").read_text() == record
     counts = build_image_database(root, db, overwrite=True)
     assert counts["replaced"] == 1
     assert (db / "0" / "gen" / "m1.jpg").read_bytes() == new_image.read_bytes()
+
+
+def test_image_database_rejects_models_from_other_splits(tmp_path):
+    root = tmp_path / "completions_stochastic_center"
+    for model, original_seed in (("m1", 0), ("m2", 5)):
+        folder = root / model / "test" / "0"
+        (folder / "gen_images").mkdir(parents=True)
+        Image.fromarray(synthetic_rgb(original_seed, 64, 64)).save(folder / "original.jpg")
+        Image.fromarray(synthetic_rgb(1, 64, 64)).save(folder / "masked.jpg")
+        Image.fromarray(synthetic_rgb(2, 64, 64)).save(folder / "gen_images" / "gen_600.jpg")
+    with pytest.raises(ImageDatabaseConflict, match="m1 and m2 hold different copies of original.jpg"):
+        build_image_database(root, tmp_path / "db", overwrite=True)
+    assert not (tmp_path / "db").exists()
 
 
 # ----- conversion -------------------------------------------------------------------

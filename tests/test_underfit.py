@@ -599,14 +599,14 @@ def test_underfit_rerun_accepts_absolute_completions_record(root):
 
 
 def test_differences_name_only_changed_leaves():
-    from study.underfit import _differences
+    from study.provenance import describe_differences
 
     old_hash, new_hash = "a" * 64, "b" * 64
     earlier = {"k": 1, "embeddings": {"test": {"sha256": "c" * 64}, "inpaint": {"sha256": old_hash}}}
     now = {"k": 2, "embeddings": {"test": {"sha256": "c" * 64}, "inpaint": {"sha256": new_hash}}}
 
-    lines = _differences(earlier, now)
+    lines = describe_differences(earlier, now)
 
     assert lines == ["embeddings/inpaint/sha256: earlier 'aaaaaaaaaaaa...', now 'bbbbbbbbbbbb...'",
                      "k: earlier 1, now 2"]
-    assert _differences(earlier, earlier) == []
+    assert describe_differences(earlier, earlier) == []
