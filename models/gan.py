@@ -393,7 +393,8 @@ class GAN:
         """Return G(z) in inference mode: ``[B, z_dim]`` -> ``[B, H, W, 3]`` in [-1, 1].
 
         Compiled, because training calls it at every logged step and an eager
-        call of a small generator costs about as much as a training step.
+        call of a small generator costs a good part of a training step. The
+        compiled function keeps the generator it was first called with.
         """
         if self._compiled_sample is None:
             self._compiled_sample = tf.function(lambda z: self.generator(z, training=False),

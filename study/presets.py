@@ -26,11 +26,10 @@ PRESETS: dict[str, dict[str, dict]] = {
         "train": {"batch_size": 64, "epochs": 12, "max_steps": 0, "gf_dim": 16, "df_dim": 16,
                   "z_dim": 100, "ckpt_step": 200, "sample_count": 64},
         # After 12 epochs the GANs without batch norm drew one image for every
-        # z, and WGAN (220 generator steps) drew noise. Trained on, consensus
-        # optimization drew varied faces from about 2,000 steps, DRAGAN from
-        # about 2,400 and WGAN face-like blobs from about 800 (README.md, "The
-        # GAN zoo"). These lengths leave a margin on the 5,900 training faces
-        # of the CelebA sample.
+        # z, and WGAN (220 generator steps) drew noise. In runs trained on,
+        # consensus optimization drew varied faces from about step 2,000,
+        # DRAGAN from about 2,400 and WGAN face-shaped blobs from about 800
+        # (README.md, "The GAN zoo"). DRAGAN's 36 epochs leave a small margin.
         "train_by_model": {"dcgan-cons": {"epochs": 30}, "dragan": {"epochs": 36},
                            "wgan": {"epochs": 48}},
         "complete": {"iterations": 600, "batch_size": 100, "save_every": 100},
@@ -62,7 +61,7 @@ def _model_values(preset: str, stage: str, key: str) -> str:
 
 
 def preset_help(stage: str, key: str) -> str:
-    """Return ``' (preset paper: X, cpu: Y (model: Z))'`` for an option's help text."""
+    """Return ``' (preset cpu: X (model: Y), paper: Z, ...)'`` for an option's help text."""
     values = ", ".join(f"{name}: {PRESETS[name][stage][key]}{_model_values(name, stage, key)}"
                        for name in sorted(PRESETS))
     return f" (preset {values})"
