@@ -133,16 +133,21 @@ def test_split_cli_empty_folder_is_clear_error(tmp_path):
     assert str(empty) in result.stderr
 
 
+def _completion(root, model, gen_seeds, original_seed=0):
+    """Write test image 0 of ``model``: original, masked and ``gen_<iteration>.jpg`` per seed."""
+    folder = root / model / "test" / "0"
+    (folder / "gen_images").mkdir(parents=True)
+    Image.fromarray(synthetic_rgb(original_seed, 64, 64)).save(folder / "original.jpg")
+    Image.fromarray(synthetic_rgb(1, 64, 64)).save(folder / "masked.jpg")
+    for iteration, seed in gen_seeds.items():
+        Image.fromarray(synthetic_rgb(seed, 64, 64)).save(folder / "gen_images" / f"gen_{iteration}.jpg")
+    return folder
+
+
 def test_image_database_picks_final_iteration(tmp_path):
     root = tmp_path / "completions_stochastic_center"
-    for model in ("m1", "m2"):
-        folder = root / model / "test" / "0"
-        (folder / "gen_images").mkdir(parents=True)
-        Image.fromarray(synthetic_rgb(0, 64, 64)).save(folder / "original.jpg")
-        Image.fromarray(synthetic_rgb(1, 64, 64)).save(folder / "masked.jpg")
-        for iteration, seed in ((100, 2), (1500, 3), (250, 4)):
-            Image.fromarray(synthetic_rgb(seed + (model == "m2") * 10, 64, 64)).save(
-                folder / "gen_images" / f"gen_{iteration}.jpg")
+    for model, offset in (("m1", 0), ("m2", 10)):
+        _completion(root, model, {100: 2 + offset, 1500: 3 + offset, 250: 4 + offset})
     counts = build_image_database(root, tmp_path / "db")
     assert counts["m1"] == 1
     assert counts["m2"] == 1
@@ -153,12 +158,8 @@ def test_image_database_picks_final_iteration(tmp_path):
 
 def test_image_database_rejects_changed_completion(tmp_path):
     root = tmp_path / "completions_stochastic_center"
-    for model in ("m1", "m2"):
-        folder = root / model / "test" / "0"
-        (folder / "gen_images").mkdir(parents=True)
-        Image.fromarray(synthetic_rgb(0, 64, 64)).save(folder / "original.jpg")
-        Image.fromarray(synthetic_rgb(1, 64, 64)).save(folder / "masked.jpg")
-        Image.fromarray(synthetic_rgb(2 + (model == "m2"), 64, 64)).save(folder / "gen_images" / "gen_600.jpg")
+    _completion(root, "m1", {600: 2})
+    _completion(root, "m2", {600: 3})
     db = tmp_path / "db"
     build_image_database(root, db)
     before = (db / "0" / "gen" / "m1.jpg").read_bytes()
@@ -178,12 +179,8 @@ def test_image_database_rejects_changed_completion(tmp_path):
 
 def test_image_database_rejects_models_from_other_splits(tmp_path):
     root = tmp_path / "completions_stochastic_center"
-    for model, original_seed in (("m1", 0), ("m2", 5)):
-        folder = root / model / "test" / "0"
-        (folder / "gen_images").mkdir(parents=True)
-        Image.fromarray(synthetic_rgb(original_seed, 64, 64)).save(folder / "original.jpg")
-        Image.fromarray(synthetic_rgb(1, 64, 64)).save(folder / "masked.jpg")
-        Image.fromarray(synthetic_rgb(2, 64, 64)).save(folder / "gen_images" / "gen_600.jpg")
+    _completion(root, "m1", {600: 2}, original_seed=0)
+    _completion(root, "m2", {600: 2}, original_seed=5)
     with pytest.raises(ImageDatabaseConflict, match="m1 and m2 hold different copies of original.jpg"):
         build_image_database(root, tmp_path / "db", overwrite=True)
     assert not (tmp_path / "db").exists()

@@ -578,5 +578,5 @@ def test_complete_retrained_checkpoint_same_step(tmp_path, capsys):
     checkpoint.save(GAN(get_spec("dcgan"), TINY, seed=1), folder, 7)   # retrained, same step
     assert _run_cli(root) == 2
     err = capsys.readouterr().err
-    assert "checkpoint: earlier" in err
+    assert "checkpoint/sha256: earlier" in err
     assert "--overwrite" in err
