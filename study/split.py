@@ -321,16 +321,23 @@ def build_image_database(completions_root: str | Path, db_dir: str | Path,
             counts[model] += 1
     for dest, named in sources.items():
         first_model, first = named[0]
+        expected = first.read_bytes()
         for model, source in named[1:]:
-            if source.read_bytes() != first.read_bytes():
+            if source.read_bytes() != expected:
                 raise ImageDatabaseConflict(
-                    f"the completions of {first_model} and {model} hold different copies of "
+                    f"the completions of {first_model} and {model} contain different copies of "
                     f"{dest.name} for test image {dest.parent.name} ({first} and {source}), so "
                     "they were made from different splits. Inpaint every model again on the "
                     "current split (complete.py --overwrite).")
-    copies = [(named[0][1], dest) for dest, named in sources.items()]
-    conflicts = [dest for source, dest in copies
-                 if dest.exists() and dest.read_bytes() != source.read_bytes()]
+    # Missing files are written, identical ones left alone, differing ones are conflicts.
+    pending, conflicts = [], []
+    for dest, named in sources.items():
+        source = named[0][1]
+        if not dest.exists():
+            pending.append((source, dest))
+        elif dest.read_bytes() != source.read_bytes():
+            pending.append((source, dest))
+            conflicts.append(dest)
     if conflicts and not overwrite:
         changed = sorted({dest.stem for dest in conflicts if dest.parent.name == "gen"})
         selection = completions_root.name.removeprefix("completions_").split("_", 1)
@@ -343,7 +350,7 @@ def build_image_database(completions_root: str | Path, db_dir: str | Path,
             + ". Nothing was written. If the completions are the ones to keep (for example "
               f"after retraining a model), run 'split_train_test.py --db --root <root>{options} "
               "--overwrite' and then rerun the later stages.")
-    for source, dest in copies:
+    for source, dest in pending:
         _copy(source, dest)
     counts["replaced"] = len(conflicts)
     write_json_atomic(db_dir / "database.json",
@@ -353,9 +360,7 @@ def build_image_database(completions_root: str | Path, db_dir: str | Path,
 
 
 def _copy(source: Path, dest: Path) -> None:
-    """Copy ``source`` to ``dest`` through a temporary file, unless ``dest`` already matches."""
-    if dest.exists() and dest.read_bytes() == source.read_bytes():
-        return
+    """Copy ``source`` to ``dest`` through a temporary file, so a killed copy leaves no half file."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.tmp")
     shutil.copyfile(source, tmp)

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 LOSS_COLUMNS = ("step", "d_loss", "g_loss", "penalty", "wasserstein",
                 "grad_norm_real", "grad_norm_fake", "grad_norm_interpolated", "sample_std",
                 "seconds")
-# The columns before sample_std was logged; a run that started with them
+# The columns before sample_std was logged. A run that started with them
 # resumes writing them.
 OLDER_LOSS_COLUMNS = tuple(c for c in LOSS_COLUMNS if c != "sample_std")
 
@@ -96,8 +96,7 @@ def sample_spread(images: np.ndarray) -> float:
 COLLAPSE_FRACTION = 0.25
 
 
-def _warn_if_collapsed(model: str, step: int, samples: np.ndarray, real: np.ndarray) -> None:
-    spread, real_spread = sample_spread(samples), sample_spread(real)
+def _warn_if_collapsed(model: str, step: int, spread: float, real_spread: float) -> None:
     if spread < COLLAPSE_FRACTION * real_spread:
         log.warning("%s, step %d: the sample grid hardly changes with z (sample_std %.3f, a real "
                     "batch %.3f), so the generator draws nearly one image for every z (mode "
@@ -318,7 +317,7 @@ def train(config: TrainConfig) -> dict:
                     f"({', '.join(f'{k}={values[k]}' for k in bad)}); training stopped. "
                     f"The last good checkpoint is kept: {where} in {folder}. "
                     "Lower the learning rate or check the input data.")
-            samples = None
+            samples = spread = None
             if step % config.log_every == 0 or step == steps:
                 norms = {k: float(v) for k, v in gan.diagnostics(real_group[0]).items()}
                 samples = gan.sample(sample_z)
@@ -340,8 +339,9 @@ def train(config: TrainConfig) -> dict:
                 last_saved = checkpoint.save(gan, folder, step, keep=config.keep_checkpoints)
                 if samples is None:
                     samples = gan.sample(sample_z)
+                    spread = sample_spread(samples)
                 save_grid(folder / "samples" / f"step_{step:08d}.png", to_uint8(samples))
-                _warn_if_collapsed(spec.name, step, samples, real_group[0].numpy())
+                _warn_if_collapsed(spec.name, step, spread, sample_spread(real_group[0].numpy()))
     elapsed = time.perf_counter() - began
     log.info("%s: trained steps %d-%d in %.1f s; checkpoint %s", spec.name, start + 1, steps,
              elapsed, last_saved)

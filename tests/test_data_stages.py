@@ -181,7 +181,7 @@ def test_image_database_rejects_models_from_other_splits(tmp_path):
     root = tmp_path / "completions_stochastic_center"
     _completion(root, "m1", {600: 2}, original_seed=0)
     _completion(root, "m2", {600: 2}, original_seed=5)
-    with pytest.raises(ImageDatabaseConflict, match="m1 and m2 hold different copies of original.jpg"):
+    with pytest.raises(ImageDatabaseConflict, match="m1 and m2 contain different copies of original.jpg"):
         build_image_database(root, tmp_path / "db", overwrite=True)
     assert not (tmp_path / "db").exists()
 
